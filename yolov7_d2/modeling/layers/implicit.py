@@ -1,0 +1,29 @@
+"""YOLOR implicit knowledge (Wang et al. 2021, "You Only Learn One Representation")."""
+import torch
+from torch import nn
+
+__all__ = ["ImplicitA", "ImplicitM"]
+
+
+class ImplicitA(nn.Module):
+    """Learned additive vector (1, C, 1, 1), initialised N(0, 0.02): ``x + implicit``."""
+
+    def __init__(self, channels: int, std: float = 0.02):
+        super().__init__()
+        self.implicit = nn.Parameter(torch.empty(1, channels, 1, 1))
+        nn.init.normal_(self.implicit, mean=0.0, std=std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.implicit
+
+
+class ImplicitM(nn.Module):
+    """Learned multiplicative vector (1, C, 1, 1), initialised N(1, 0.02): ``x * implicit``."""
+
+    def __init__(self, channels: int, std: float = 0.02):
+        super().__init__()
+        self.implicit = nn.Parameter(torch.empty(1, channels, 1, 1))
+        nn.init.normal_(self.implicit, mean=1.0, std=std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.implicit

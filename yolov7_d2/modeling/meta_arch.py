@@ -1,0 +1,200 @@
+"""The YOLOv7 meta-architecture for detectron2."""
+from typing import Dict, List, Optional
+
+import torch
+from torch import Tensor, nn
+
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec, batched_nms
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone, detector_postprocess
+from detectron2.modeling.meta_arch.dense_detector import DenseDetector
+from detectron2.structures import Boxes, ImageList, Instances
+
+from .head import YOLOv7Head
+
+__all__ = ["YOLOv7", "decode_predictions"]
+
+# The official letterbox fills with grey 114; padding the batch with it keeps inputs faithful.
+PAD_VALUE = 114.0
+
+
+def decode_predictions(predictions: List[Tensor], anchors: Tensor, strides: List[int]) -> Tensor:
+    """Decode raw head maps into boxes and probabilities in input-image pixels.
+
+    Args:
+        predictions: L maps (N, A, H_l, W_l, 5 + K), raw logits.
+        anchors: (L, A, 2) anchor (w, h) in pixels.
+        strides: L strides in pixels.
+    Returns:
+        (N, R, 5 + K): [cx, cy, w, h, objectness, class probabilities...] for all R = sum
+        A * H_l * W_l priors; xy = (2 sigmoid - 0.5 + cell) * stride, wh = (2 sigmoid)^2 * anchor.
+    """
+    decoded = []
+    for level, raw in enumerate(predictions):
+        n, a, h, w, k = raw.shape
+        y = raw.sigmoid()
+        gy, gx = torch.meshgrid(
+            torch.arange(h, device=raw.device, dtype=y.dtype),
+            torch.arange(w, device=raw.device, dtype=y.dtype),
+            indexing="ij",
+        )
+        grid = torch.stack([gx, gy], dim=-1).view(1, 1, h, w, 2)
+        xy = (y[..., :2] * 2.0 - 0.5 + grid) * strides[level]
+        wh = (y[..., 2:4] * 2.0) ** 2 * anchors[level].view(1, a, 1, 1, 2).to(y.dtype)
+        decoded.append(torch.cat([xy, wh, y[..., 4:]], dim=-1).view(n, -1, k))
+    return torch.cat(decoded, dim=1)
+
+
+@META_ARCH_REGISTRY.register()
+class YOLOv7(DenseDetector):
+    """YOLOv7 (Wang, Bochkovskiy, Liao 2022, "YOLOv7: Trainable bag-of-freebies sets new
+    state-of-the-art for real-time object detectors") as a detectron2 meta-architecture.
+
+    Input: RGB images divided by 255, padded with grey to ``size_divisibility``. Output of
+    inference: ``Instances(pred_boxes, scores, pred_classes)`` at each input's "height"/"width".
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        head: YOLOv7Head,
+        aux_head: Optional[YOLOv7Head] = None,
+        head_in_features: List[str],
+        anchors: List[List[float]],
+        num_classes: int,
+        pixel_mean,
+        pixel_std,
+        conf_thresh: float = 0.001,
+        nms_thresh: float = 0.65,
+        max_detections: int = 300,
+        max_nms_candidates: int = 30000,
+        multi_label: bool = True,
+    ):
+        """
+        Args:
+            backbone: a detectron2 Backbone (normally the YOLOv7 PAN neck on an ELAN backbone).
+            head: the lead head; aux_head: the auxiliary head (P6 training only) or None.
+            head_in_features: backbone outputs for the lead head, stride 8 first; the auxiliary
+                head reads "aux_" + each name.
+            anchors: per level, flat [w1, h1, w2, h2, ...] in pixels.
+            num_classes: K.
+            conf_thresh: candidates need objectness and score (objectness x class probability)
+                above it; nms_thresh: IoU of the class-wise NMS; max_detections: per image.
+            max_nms_candidates: highest-scoring candidates kept before NMS.
+            multi_label: a box may be reported once for each class above ``conf_thresh``.
+        """
+        super().__init__(backbone, head, head_in_features, pixel_mean=pixel_mean,
+                         pixel_std=pixel_std)
+        self.aux_head = aux_head
+        self.num_classes = num_classes
+        anchors_t = torch.tensor(anchors, dtype=torch.float32)
+        if anchors_t.shape[0] != len(head_in_features) or anchors_t.shape[1] % 2:
+            raise ValueError(
+                f"MODEL.YOLOV7.ANCHORS must hold {len(head_in_features)} levels of (w, h) pairs, "
+                f"got shape {tuple(anchors_t.shape)}"
+            )
+        # A buffer, so that anchors travel with (converted official) checkpoints.
+        self.register_buffer("anchors", anchors_t.view(len(head_in_features), -1, 2))
+        shapes = backbone.output_shape()
+        self.strides = [shapes[f].stride for f in head_in_features]
+        self.conf_thresh, self.nms_thresh = conf_thresh, nms_thresh
+        self.max_detections, self.max_nms_candidates = max_detections, max_nms_candidates
+        self.multi_label = multi_label
+
+    @classmethod
+    def from_config(cls, cfg):
+        yolo = cfg.MODEL.YOLOV7
+        backbone = build_backbone(cfg)
+        shapes: Dict[str, ShapeSpec] = backbone.output_shape()
+        names = sorted((n for n in shapes if not n.startswith("aux_")),
+                       key=lambda n: shapes[n].stride)
+        aux_head = None
+        if yolo.AUX_HEAD and not yolo.DEPLOY:
+            aux_head = YOLOv7Head(cfg, [shapes["aux_" + n] for n in names], aux=True)
+        return {
+            "backbone": backbone,
+            "head": YOLOv7Head(cfg, [shapes[n] for n in names]),
+            "aux_head": aux_head,
+            "head_in_features": names,
+            "anchors": [list(a) for a in yolo.ANCHORS],
+            "num_classes": yolo.NUM_CLASSES,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "conf_thresh": yolo.CONF_THRESH_TEST,
+            "nms_thresh": yolo.NMS_THRESH_TEST,
+            "max_detections": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "max_nms_candidates": yolo.MAX_NMS_CANDIDATES_TEST,
+            "multi_label": yolo.MULTI_LABEL_TEST,
+        }
+
+    def preprocess_image(self, batched_inputs: List[Dict[str, Tensor]]) -> ImageList:
+        """Normalize ("image" is (C, H, W) in INPUT.FORMAT, 0..255) and pad with grey 114."""
+        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std
+                  for x in batched_inputs]
+        pad = float(((PAD_VALUE - self.pixel_mean) / self.pixel_std).flatten()[0])
+        return ImageList.from_tensors(images, self.backbone.size_divisibility, pad_value=pad)
+
+    def forward_raw(self, images: Tensor) -> Dict[str, List[Tensor]]:
+        """Raw head maps for a batch tensor (N, 3, H, W), H and W multiples of the stride.
+
+        Returns {"lead": L maps (N, A, H_l, W_l, 5 + K)} and, with an aux head, "aux" likewise.
+        """
+        features = self.backbone(images)
+        outputs = {"lead": self.head([features[f] for f in self.head_in_features])}
+        if self.aux_head is not None and self.training:
+            outputs["aux"] = self.aux_head([features["aux_" + f] for f in self.head_in_features])
+        return outputs
+
+    def forward(self, batched_inputs: List[Dict[str, Tensor]]):
+        """
+        Args:
+            batched_inputs: list of dicts from a DatasetMapper, each with "image" and optionally
+                "height"/"width" (the output resolution) and, in training, "instances".
+        Returns:
+            In inference, one {"instances": Instances} per image. Training is not available yet.
+        """
+        images = self.preprocess_image(batched_inputs)
+        if self.training:
+            raise NotImplementedError(
+                "YOLOv7 training (the lead-guided SimOTA loss) is not implemented in this version; "
+                "use model.eval() for inference."
+            )
+        predictions = self.forward_raw(images.tensor)["lead"]
+        results = self.inference(predictions, images.image_sizes)
+        processed = []
+        for result, inputs, image_size in zip(results, batched_inputs, images.image_sizes):
+            height = inputs.get("height", image_size[0])
+            width = inputs.get("width", image_size[1])
+            processed.append({"instances": detector_postprocess(result, height, width)})
+        return processed
+
+    def inference(self, predictions: List[Tensor], image_sizes) -> List[Instances]:
+        """Decode, threshold and NMS as the official ``non_max_suppression``, per image."""
+        decoded = decode_predictions(predictions, self.anchors, self.strides)
+        return [self._inference_single_image(d, size) for d, size in zip(decoded, image_sizes)]
+
+    def _inference_single_image(self, decoded: Tensor, image_size) -> Instances:
+        """decoded: (R, 5 + K) for one image -> Instances in input-image pixels."""
+        candidates = decoded[decoded[:, 4] > self.conf_thresh]
+        # With one class the official code scores by objectness alone (class prob. is constant).
+        probs = candidates[:, 4:5] if self.num_classes == 1 else candidates[:, 5:] * candidates[:, 4:5]
+        cx, cy, w, h = candidates[:, :4].unbind(dim=1)
+        boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=1)
+        if self.multi_label and self.num_classes > 1:
+            index, classes = (probs > self.conf_thresh).nonzero(as_tuple=True)
+            boxes, scores = boxes[index], probs[index, classes]
+        else:
+            scores, classes = probs.max(dim=1)
+            keep = scores > self.conf_thresh
+            boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
+        if scores.numel() > self.max_nms_candidates:
+            top = scores.topk(self.max_nms_candidates).indices
+            boxes, scores, classes = boxes[top], scores[top], classes[top]
+        keep = batched_nms(boxes, scores, classes, self.nms_thresh)[: self.max_detections]
+        result = Instances(image_size)
+        result.pred_boxes = Boxes(boxes[keep])
+        result.scores = scores[keep]
+        result.pred_classes = classes[keep]
+        return result
