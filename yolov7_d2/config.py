@@ -1,7 +1,7 @@
 """Config keys of the YOLOv7 plugin."""
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_yolov7_config"]
+__all__ = ["add_yolov7_config", "load_config"]
 
 
 def add_yolov7_config(cfg: CN) -> None:
@@ -13,17 +13,17 @@ def add_yolov7_config(cfg: CN) -> None:
     yolo.ARCH = "yolov7"
     # Registered BACKBONE_REGISTRY builder of the bottom-up part under the PAN neck.
     yolo.BOTTOM_UP = "build_elan_backbone"
-    # Bottom-up outputs fed to the neck, finest first ("c3".."c5"; P6 scales add "c6").
-    yolo.IN_FEATURES = ["c3", "c4", "c5"]
+    # Bottom-up outputs fed to the neck, finest first; empty: "c3".."c5" ("c6" for P6 scales).
+    yolo.IN_FEATURES = []
     # Scales every channel width as the official width_multiple (ceil to a multiple of 8).
     yolo.WIDTH_MULTIPLE = 1.0
     # Number of object classes (80 for COCO).
     yolo.NUM_CLASSES = 80
-    # Anchors per level, stride 8 first, as flat (w, h) pixel pairs; official checkpoints
-    # carry their own, which replace these when loaded.
-    yolo.ANCHORS = [[12, 16, 19, 36, 40, 28], [36, 75, 76, 55, 72, 146], [142, 110, 192, 243, 459, 401]]
-    # Build the auxiliary head (P6 scales, training only; its outputs are unused in inference).
-    yolo.AUX_HEAD = False
+    # Anchors per level, stride 8 first, as flat (w, h) pixel pairs; empty: the official
+    # anchors of ARCH. Checkpoints carry their anchors, which replace these when loaded.
+    yolo.ANCHORS = []
+    # Build the auxiliary head where ARCH has one (P6 scales); it only serves training.
+    yolo.AUX_HEAD = True
     # Deploy form: plain Detect head without implicit knowledge and without auxiliary head.
     yolo.DEPLOY = False
     # Inference: candidates need objectness and score above this (official test.py: 0.001).
@@ -34,3 +34,16 @@ def add_yolov7_config(cfg: CN) -> None:
     yolo.MAX_NMS_CANDIDATES_TEST = 30000
     # Inference: report a box once per class above the threshold (official evaluation).
     yolo.MULTI_LABEL_TEST = True
+
+
+def load_config(config_file: str = "", opts=()) -> CN:
+    """A detectron2 config with the YOLOv7 keys, merged from ``config_file`` and ``opts``
+    ("KEY VALUE" pairs). Unknown keys raise an error naming them."""
+    from detectron2.config import get_cfg
+
+    cfg = get_cfg()
+    add_yolov7_config(cfg)
+    if config_file:
+        cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    return cfg

@@ -70,15 +70,13 @@ class YOLOv7Head(nn.Module):
         yolo = cfg.MODEL.YOLOV7
         arch = get_arch(yolo.ARCH)
         widths = arch.aux_convs if aux else arch.head_convs
-        if not widths:
-            raise ValueError(f"Architecture {yolo.ARCH!r} has no auxiliary head; "
-                             "set MODEL.YOLOV7.AUX_HEAD False.")
+        anchors = yolo.ANCHORS or arch.anchors
         return {
             "input_shapes": input_shapes,
             "conv_channels": [scale_width(c, yolo.WIDTH_MULTIPLE) for c in widths],
             "conv_type": "conv" if aux else arch.head_conv_type,
             "num_classes": yolo.NUM_CLASSES,
-            "num_anchors": len(yolo.ANCHORS[0]) // 2,
+            "num_anchors": len(anchors[0]) // 2,
             "implicit": not aux and not yolo.DEPLOY,
             "act": arch.act,
         }

@@ -10,6 +10,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone, de
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from detectron2.structures import Boxes, ImageList, Instances
 
+from .arch import get_arch
 from .head import YOLOv7Head
 
 __all__ = ["YOLOv7", "decode_predictions"]
@@ -111,14 +112,14 @@ class YOLOv7(DenseDetector):
         names = sorted((n for n in shapes if not n.startswith("aux_")),
                        key=lambda n: shapes[n].stride)
         aux_head = None
-        if yolo.AUX_HEAD and not yolo.DEPLOY:
+        if all("aux_" + n in shapes for n in names):  # the neck provides auxiliary features
             aux_head = YOLOv7Head(cfg, [shapes["aux_" + n] for n in names], aux=True)
         return {
             "backbone": backbone,
             "head": YOLOv7Head(cfg, [shapes[n] for n in names]),
             "aux_head": aux_head,
             "head_in_features": names,
-            "anchors": [list(a) for a in yolo.ANCHORS],
+            "anchors": [list(a) for a in (yolo.ANCHORS or get_arch(yolo.ARCH).anchors)],
             "num_classes": yolo.NUM_CLASSES,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,

@@ -96,10 +96,11 @@ class ELANBackbone(Backbone):
 
 @BACKBONE_REGISTRY.register()
 def build_elan_backbone(cfg, input_shape: ShapeSpec) -> ELANBackbone:
-    """ELAN backbone of ``cfg.MODEL.YOLOV7.ARCH``, returning ``cfg.MODEL.YOLOV7.IN_FEATURES``."""
+    """ELAN backbone of ``cfg.MODEL.YOLOV7.ARCH`` returning ``cfg.MODEL.YOLOV7.IN_FEATURES``
+    (every stage output if empty)."""
     return ELANBackbone(
         get_arch(cfg.MODEL.YOLOV7.ARCH),
         in_channels=input_shape.channels,
         width_multiple=cfg.MODEL.YOLOV7.WIDTH_MULTIPLE,
-        out_features=list(cfg.MODEL.YOLOV7.IN_FEATURES),
+        out_features=list(cfg.MODEL.YOLOV7.IN_FEATURES) or None,
     )

@@ -144,11 +144,13 @@ class YOLOv7PAN(Backbone):
 def build_yolov7_pan_backbone(cfg, input_shape: ShapeSpec) -> YOLOv7PAN:
     """YOLOv7 neck on the bottom-up backbone named by ``cfg.MODEL.YOLOV7.BOTTOM_UP``."""
     yolo = cfg.MODEL.YOLOV7
+    arch = get_arch(yolo.ARCH)
     bottom_up = BACKBONE_REGISTRY.get(yolo.BOTTOM_UP)(cfg, input_shape)
+    in_features = list(yolo.IN_FEATURES) or [f"c{i}" for i in range(3, 3 + arch.num_levels)]
     return YOLOv7PAN(
         bottom_up,
-        list(yolo.IN_FEATURES),
-        get_arch(yolo.ARCH),
+        in_features,
+        arch,
         width_multiple=yolo.WIDTH_MULTIPLE,
-        aux_outputs=yolo.AUX_HEAD and not yolo.DEPLOY,
+        aux_outputs=yolo.AUX_HEAD and not yolo.DEPLOY and bool(arch.aux_convs),
     )
