@@ -43,7 +43,12 @@ def load_config(config_file: str = "", opts=()) -> CN:
 
     cfg = get_cfg()
     add_yolov7_config(cfg)
-    if config_file:
-        cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+    try:
+        if config_file:
+            cfg.merge_from_file(config_file)
+        cfg.merge_from_list(list(opts))
+    except (AssertionError, KeyError) as e:  # yacs reports unknown keys with an assert
+        source = f"{config_file!r} or the command-line options" if config_file else "the options"
+        raise KeyError(f"{e} (in {source}); the YOLOv7 keys and their meaning are in "
+                       "yolov7_d2/config.py") from e
     return cfg

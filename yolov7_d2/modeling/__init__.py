@@ -3,5 +3,6 @@ from .arch import ARCHS, YOLOv7Arch, get_arch
 from .backbone import ELANBackbone, YOLOv7PAN, build_elan_backbone, build_yolov7_pan_backbone
 from .head import YOLOv7Head
 from .meta_arch import YOLOv7, decode_predictions
+from .reparam import fold_implicit_knowledge, reparameterize
 
 __all__ = [k for k in globals().keys() if not k.startswith("_")]

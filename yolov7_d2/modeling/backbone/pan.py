@@ -119,6 +119,11 @@ class YOLOv7PAN(Backbone):
     def size_divisibility(self) -> int:
         return self._size_divisibility
 
+    def disable_aux_outputs(self) -> None:
+        """Stop returning the auxiliary-head features (deploy form)."""
+        self.aux_outputs = False
+        self._out_features = [f for f in self._out_features if not f.startswith("aux_")]
+
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """(N, C, H, W) image -> {"p3": (N, C3, H/8, W/8), ...} (+ "aux_p*" if enabled)."""
         bottom_up = self.bottom_up(x)

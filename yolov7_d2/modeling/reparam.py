@@ -1,0 +1,40 @@
+"""Re-parameterization of a trained YOLOv7 into its deploy form (bag of freebies, sec. 3.2)."""
+import torch
+from torch import nn
+
+from .head import YOLOv7Head
+from .layers import ConvBNAct, RepConv
+
+__all__ = ["fold_implicit_knowledge", "reparameterize"]
+
+
+@torch.no_grad()
+def fold_implicit_knowledge(head: YOLOv7Head) -> None:
+    """Fold ImplicitA / ImplicitM into each prediction conv in place (official IDetect.fuse):
+    conv(x + a) * m = (W * m) x + (b + W a) * m."""
+    if head.implicit_a is None:
+        return
+    for conv, add, mul in zip(head.predictors, head.implicit_a, head.implicit_m):
+        weight = conv.weight.flatten(1)  # (O, C): 1x1 conv
+        conv.bias.add_(weight @ add.implicit.flatten())
+        scale = mul.implicit.flatten()
+        conv.bias.mul_(scale)
+        conv.weight.mul_(scale.view(-1, 1, 1, 1))
+    head.implicit_a = head.implicit_m = None
+
+
+@torch.no_grad()
+def reparameterize(model: nn.Module) -> nn.Module:
+    """Turn a trained YOLOv7 into its deploy form, in place, and return it in eval mode:
+    BatchNorm folded into every conv, RepConv merged into one 3x3 conv, implicit knowledge
+    folded into the prediction convs, auxiliary head removed. Inference outputs are unchanged
+    (up to float rounding)."""
+    model.eval()
+    for module in model.modules():
+        if isinstance(module, (ConvBNAct, RepConv)):
+            module.fuse()
+    fold_implicit_knowledge(model.head)
+    if getattr(model, "aux_head", None) is not None:
+        model.aux_head = None
+        model.backbone.disable_aux_outputs()
+    return model

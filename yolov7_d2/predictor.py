@@ -1,0 +1,115 @@
+"""Single-image inference for demos: :class:`YOLOv7Predictor`, the YOLOv7 counterpart of
+detectron2's ``DefaultPredictor``, and :func:`class_names_metadata` for visualization."""
+import logging
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+# The package's __init__ (always imported first) has applied yolov7_d2.compat.
+import detectron2.data.transforms as T
+from detectron2.data import MetadataCatalog
+from detectron2.data.catalog import Metadata
+from detectron2.modeling import build_model
+
+from .checkpoint import YOLOv7Checkpointer
+
+__all__ = ["YOLOv7Predictor", "class_names_metadata"]
+
+logger = logging.getLogger(__name__)
+
+RANDOM_WEIGHTS_WARNING = (
+    "MODEL.WEIGHTS is empty: the model keeps its random initialization and its detections are "
+    "meaningless. Pass a checkpoint with --opts MODEL.WEIGHTS path/to/model.pth (convert "
+    "official YOLOv7 .pt files first with tools/convert_official_weights.py)."
+)
+
+
+def class_names_metadata(cfg) -> Metadata:
+    """Metadata with ``thing_classes`` for drawing and printing detections: that of
+    ``cfg.DATASETS.TEST[0]`` when it is registered with one name per class of
+    ``cfg.MODEL.YOLOV7.NUM_CLASSES`` (e.g. detectron2's builtin ``coco_2017_val``), else
+    names "class 0", "class 1", ..."""
+    num_classes = cfg.MODEL.YOLOV7.NUM_CLASSES
+    if len(cfg.DATASETS.TEST) and cfg.DATASETS.TEST[0] in MetadataCatalog.list():
+        name = cfg.DATASETS.TEST[0]
+        metadata = MetadataCatalog.get(name)
+        classes = metadata.get("thing_classes", None)
+        if classes is not None and len(classes) == num_classes:
+            return metadata
+        logger.info(
+            "Metadata of %r has %s class names but MODEL.YOLOV7.NUM_CLASSES is %d; "
+            "naming classes 'class N'.", name, "no" if classes is None else len(classes),
+            num_classes,
+        )
+    return Metadata(name="__yolov7_d2_unnamed__",
+                    thing_classes=[f"class {i}" for i in range(num_classes)])
+
+
+class YOLOv7Predictor:
+    """Builds the model of ``cfg``, loads ``cfg.MODEL.WEIGHTS`` with
+    :class:`~yolov7_d2.checkpoint.YOLOv7Checkpointer` (so that a wrong checkpoint raises
+    :class:`~yolov7_d2.checkpoint.CheckpointError` instead of a warning) and runs one BGR image
+    at a time, like detectron2's ``DefaultPredictor``: resize with
+    ``ResizeShortestEdge([INPUT.MIN_SIZE_TEST] * 2, INPUT.MAX_SIZE_TEST)`` (the long side to 640
+    for the YOLO configs, aspect kept), convert to ``INPUT.FORMAT``, and return
+    ``{"instances": Instances}`` at the original resolution, on the CPU.
+
+    Attributes:
+        cfg: a clone of the config; model: the model in eval mode; metadata: see
+        :func:`class_names_metadata`; random_weights: True when MODEL.WEIGHTS was empty.
+
+    Example::
+
+        predictor = YOLOv7Predictor(cfg)
+        instances = predictor(cv2.imread("input.jpg"))["instances"]
+    """
+
+    def __init__(self, cfg):
+        self.cfg = cfg.clone()  # cfg can be modified by model
+        self.model = build_model(self.cfg)
+        self.model.eval()
+        self.metadata = class_names_metadata(self.cfg)
+        self.random_weights = not self.cfg.MODEL.WEIGHTS
+        if self.random_weights:
+            logger.warning(RANDOM_WEIGHTS_WARNING)
+        else:
+            YOLOv7Checkpointer(self.model).load(self.cfg.MODEL.WEIGHTS)
+        self.aug = T.ResizeShortestEdge(
+            [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
+        )
+        self.input_format = cfg.INPUT.FORMAT
+        if self.input_format not in ("RGB", "BGR"):
+            raise ValueError(f"INPUT.FORMAT must be 'RGB' or 'BGR', got {self.input_format!r}")
+
+    def preprocess(self, original_image: np.ndarray) -> Dict:
+        """The model input dict of one (H, W, 3) uint8 BGR image."""
+        if original_image.ndim != 3 or original_image.shape[2] != 3:
+            raise ValueError(f"expected an (H, W, 3) BGR image, got shape {original_image.shape}")
+        if self.input_format == "RGB":
+            original_image = original_image[:, :, ::-1]
+        height, width = original_image.shape[:2]
+        image = self.aug.get_transform(original_image).apply_image(original_image)
+        image = torch.as_tensor(np.ascontiguousarray(image.astype("float32").transpose(2, 0, 1)))
+        return {"image": image, "height": height, "width": width}
+
+    @torch.no_grad()
+    def __call__(self, original_image: np.ndarray) -> Dict:
+        """
+        Args:
+            original_image: an (H, W, 3) uint8 image in BGR order (as cv2.imread gives).
+        Returns:
+            {"instances": Instances(pred_boxes, scores, pred_classes)} in original-image pixels,
+            on the CPU, highest score first.
+        """
+        return self.predict_batch([original_image])[0]
+
+    @torch.no_grad()
+    def predict_batch(self, images: List[np.ndarray]) -> List[Dict]:
+        """:meth:`__call__` for several BGR images in one forward pass."""
+        outputs = self.model([self.preprocess(image) for image in images])
+        return [{"instances": out["instances"].to("cpu")} for out in outputs]
+
+    @property
+    def class_names(self) -> Optional[List[str]]:
+        return self.metadata.get("thing_classes", None)
