@@ -32,7 +32,15 @@ class YOLOv7Checkpointer(DetectionCheckpointer):
     """``DetectionCheckpointer`` that raises :class:`CheckpointError` (naming the file and the
     tensors) for an unreadable or truncated file, an official checkpoint that was not
     converted, a checkpoint of another model, or tensors whose shapes differ from the model
-    (e.g. a different ``MODEL.YOLOV7.NUM_CLASSES``), where detectron2 would only warn."""
+    (e.g. a different ``MODEL.YOLOV7.NUM_CLASSES``), where detectron2 would only warn.
+
+    With ``prefer_ema`` (inference), a training checkpoint's EMA weights are loaded as the model:
+    as in the official code, the EMA weights are the final model.
+    """
+
+    def __init__(self, model, save_dir: str = "", *, prefer_ema: bool = False, **checkpointables):
+        super().__init__(model, save_dir, **checkpointables)
+        self.prefer_ema = prefer_ema
 
     def load(self, path: str, *args, **kwargs):
         if path and not os.path.isfile(self.path_manager.get_local_path(path)):
@@ -47,6 +55,8 @@ class YOLOv7Checkpointer(DetectionCheckpointer):
                 f"Cannot read checkpoint {filename!r} ({type(e).__name__}: {str(e)[:200]}). "
                 f"It may be truncated or not a detectron2 checkpoint; {CONVERT_HINT}."
             ) from e
+        if self.prefer_ema and isinstance(loaded.get("ema"), dict):
+            loaded["model"] = loaded.pop("ema")["model"]
         if not isinstance(loaded.get("model"), dict):
             raise CheckpointError(f"Checkpoint {filename!r} holds no state dict; {CONVERT_HINT}.")
         self._check_compatible(filename, loaded["model"])
