@@ -35,6 +35,77 @@ def add_yolov7_config(cfg: CN) -> None:
     # Inference: report a box once per class above the threshold (official evaluation).
     yolo.MULTI_LABEL_TEST = True
 
+    # Loss and label assignment (official hyp.scratch.*.yaml and train.py).
+    yolo.LOSS = CN()
+    # Gains as in the hyp files; the loss rescales them as train.py does: box *= 3 / levels,
+    # cls *= classes / 80 * 3 / levels, obj *= (image size / 640)^2 * 3 / levels.
+    yolo.LOSS.BOX_GAIN = 0.05
+    yolo.LOSS.CLS_GAIN = 0.3
+    yolo.LOSS.OBJ_GAIN = 0.7
+    # Per-level objectness weights, stride 8 first; empty: official [4, 1, 0.4] or [4, 1, 0.25, 0.06].
+    yolo.LOSS.BALANCE = []
+    # Candidate (target, anchor) pairs need max(w/anchor_w, anchor_w/w, h/..., ...) below this.
+    yolo.LOSS.ANCHOR_T = 4.0
+    # Class label smoothing epsilon (targets 1 - eps/2 and eps/2).
+    yolo.LOSS.LABEL_SMOOTHING = 0.0
+    # Weight of the auxiliary (coarse) head terms (P6 scales).
+    yolo.LOSS.AUX_WEIGHT = 0.25
+    # SimOTA: IoUs summed per ground truth for its dynamic k (official: 10 P5, 20 with aux).
+    yolo.LOSS.TOPK = 0
+    # Ground truths per chunk in the cost matrices; bounds memory in dense scenes.
+    yolo.LOSS.GT_CHUNK = 256
+
+    # Training data augmentation (official hyp.scratch.*.yaml), YOLOv7MosaicMapper.
+    cfg.INPUT.YOLOV7 = CN()
+    aug = cfg.INPUT.YOLOV7
+    # Square training canvas size (pixels); the long side of each image is resized to it.
+    aug.IMAGE_SIZE = 640
+    # Probability of a mosaic; of those, the share of 9-image mosaics (else 4-image).
+    aug.MOSAIC_PROB = 1.0
+    aug.MOSAIC9_PROB = 0.2
+    # Probability of mixing a second mosaic in (ratio ~ Beta(8, 8)).
+    aug.MIXUP_PROB = 0.15
+    # Probability of pasting object crops from other images (official paste_in).
+    aug.PASTE_IN_PROB = 0.15
+    # Random perspective: rotation (deg), translation (fraction), scale gain, shear (deg), perspective.
+    aug.DEGREES = 0.0
+    aug.TRANSLATE = 0.2
+    aug.SCALE = 0.9
+    aug.SHEAR = 0.0
+    aug.PERSPECTIVE = 0.0
+    # HSV gains (fractions).
+    aug.HSV_H = 0.015
+    aug.HSV_S = 0.7
+    aug.HSV_V = 0.4
+    # Flip probabilities.
+    aug.FLIP_LR = 0.5
+    aug.FLIP_UD = 0.0
+    # Box filter after augmentation: min width/height (px), max aspect ratio, min area kept (fraction).
+    aug.BOX_MIN_SIZE = 2.0
+    aug.BOX_MAX_ASPECT = 20.0
+    aug.BOX_MIN_AREA_RATIO = 0.1
+    # Turn mosaic/mixup/paste-in off for the last N iterations ("close mosaic"); 0 = never.
+    aug.CLOSE_MOSAIC_ITERS = 0
+
+    # Optimisation (official train.py); the base LR, momentum, weight decay and MAX_ITER are the
+    # usual SOLVER keys.
+    cfg.SOLVER.YOLOV7 = CN()
+    sol = cfg.SOLVER.YOLOV7
+    # Gradients are accumulated to this many images per optimizer step; weight decay is
+    # scaled by (batch * accumulation / nominal batch).
+    sol.NOMINAL_BATCH_SIZE = 64
+    # SGD with Nesterov momentum (official default).
+    sol.NESTEROV = True
+    # Warm-up: bias LR falls from this to the scheduled LR, momentum rises from WARMUP_MOMENTUM.
+    sol.WARMUP_BIAS_LR = 0.1
+    sol.WARMUP_MOMENTUM = 0.8
+    # LR decay after warm-up: "cosine" (official one_cycle) or "linear", to BASE_LR * FINAL_LR_RATIO.
+    sol.LR_DECAY = "cosine"
+    sol.FINAL_LR_RATIO = 0.1
+    # Model EMA: decay(u) = EMA_DECAY * (1 - exp(-u / EMA_TAU)), u = optimizer steps; 0 disables.
+    sol.EMA_DECAY = 0.9999
+    sol.EMA_TAU = 2000.0
+
 
 def load_config(config_file: str = "", opts=()) -> CN:
     """A detectron2 config with the YOLOv7 keys, merged from ``config_file`` and ``opts``
