@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from detectron2.modeling import build_model
-from detectron2.structures import Instances
+from detectron2.structures import Boxes, Instances
 from yolov7_d2.config import load_config
 from yolov7_d2.modeling import reparameterize
 from yolov7_d2.modeling.flops import count_gflops
@@ -63,7 +63,9 @@ def test_every_config_loads_and_builds(config):
     cfg = load_config(str(config), ["MODEL.DEVICE", "cpu", "MODEL.YOLOV7.WIDTH_MULTIPLE", "0.125"])
     model = build_model(cfg)
     assert model.backbone.size_divisibility == (64 if cfg.MODEL.YOLOV7.ARCH in P6 else 32)
-    assert cfg.INPUT.MAX_SIZE_TEST == (1280 if cfg.MODEL.YOLOV7.ARCH in P6 else 640)
+    if config.parent.name == "coco":
+        size = 1280 if cfg.MODEL.YOLOV7.ARCH in P6 else 640
+        assert cfg.INPUT.MAX_SIZE_TEST == cfg.INPUT.YOLOV7.IMAGE_SIZE == size
 
 
 @pytest.mark.parametrize("name", SCALES)
@@ -186,7 +188,47 @@ def test_bad_config_is_named():
         build("yolov7-tiny", "MODEL.YOLOV7.ANCHORS", "[[10, 13], [20, 30]]")
 
 
-def test_training_mode_says_losses_are_not_there_yet():
-    model = build("yolov7-tiny", "MODEL.YOLOV7.WIDTH_MULTIPLE", "0.125").train()
-    with pytest.raises(NotImplementedError, match="training"):
+def _training_input(boxes, classes, size=128):
+    instances = Instances((size, size))
+    instances.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).view(-1, 4))
+    instances.gt_classes = torch.tensor(classes, dtype=torch.long)
+    return {"image": torch.rand(3, size, size) * 255, "instances": instances}
+
+
+@pytest.mark.parametrize("name", ["yolov7-tiny", "yolov7-w6"])
+def test_training_step_with_half_empty_and_empty_batches(name):
+    from detectron2.utils.events import EventStorage
+
+    model = build(name, "MODEL.YOLOV7.WIDTH_MULTIPLE", "0.125", "MODEL.YOLOV7.NUM_CLASSES", "3")
+    model.train()
+    half_empty = [_training_input([[10, 20, 60, 90], [50, 50, 120, 127]], [0, 2]),
+                  _training_input([], [])]
+    keys = {"loss_box", "loss_obj", "loss_cls"}
+    if name in P6:
+        keys |= {k + "_aux" for k in keys}
+    with EventStorage() as storage:
+        losses = model(half_empty)
+        assert set(losses) == keys
+        assert all(torch.isfinite(v) and v > 0 for v in losses.values())
+        sum(losses.values()).backward()
+        assert "yolov7/num_pos_lead_p3" in storage.latest()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert model.head.predictors[0].weight.grad.abs().sum() > 0
+
+    model.zero_grad()
+    with EventStorage():
+        losses = model([_training_input([], []), _training_input([], [])])
+        assert all(v == 0 for k, v in losses.items() if not k.startswith("loss_obj"))
+        assert losses["loss_obj"] > 0
+        sum(losses.values()).backward()
+    assert model.head.predictors[0].weight.grad.abs().sum() > 0
+
+
+def test_training_rejects_bad_ground_truth():
+    model = build("yolov7-tiny", "MODEL.YOLOV7.WIDTH_MULTIPLE", "0.125",
+                  "MODEL.YOLOV7.NUM_CLASSES", "3").train()
+    with pytest.raises(ValueError, match=r"class id 3 .*\[0, 3\)"):
+        model([_training_input([], []), _training_input([[1, 1, 9, 9]], [3])])
+    with pytest.raises(ValueError, match="instances"):
         model([{"image": torch.zeros(3, 64, 64)}])

@@ -1,7 +1,9 @@
 """YOLOv7 model parts; importing this module registers them with detectron2."""
 from .arch import ARCHS, YOLOv7Arch, get_arch
 from .backbone import ELANBackbone, YOLOv7PAN, build_elan_backbone, build_yolov7_pan_backbone
+from .assigner import YOLOv7Assigner
 from .head import YOLOv7Head
+from .loss import YOLOv7Loss, build_yolov7_loss
 from .meta_arch import YOLOv7, decode_predictions
 from .reparam import fold_implicit_knowledge, reparameterize
 

@@ -12,6 +12,7 @@ from detectron2.structures import Boxes, ImageList, Instances
 
 from .arch import get_arch
 from .head import YOLOv7Head
+from .loss import YOLOv7Loss, build_yolov7_loss
 
 __all__ = ["YOLOv7", "decode_predictions"]
 
@@ -72,6 +73,7 @@ class YOLOv7(DenseDetector):
         max_detections: int = 300,
         max_nms_candidates: int = 30000,
         multi_label: bool = True,
+        loss: Optional[nn.Module] = None,
     ):
         """
         Args:
@@ -85,6 +87,9 @@ class YOLOv7(DenseDetector):
                 above it; nms_thresh: IoU of the class-wise NMS; max_detections: per image.
             max_nms_candidates: highest-scoring candidates kept before NMS.
             multi_label: a box may be reported once for each class above ``conf_thresh``.
+            loss: the training loss, called as ``loss(lead_maps, aux_maps_or_None, gt_boxes,
+                gt_classes, anchors, strides)`` -> dict of losses; None: ``YOLOv7Loss`` with
+                the official P5 hyper-parameters for 640-pixel images.
         """
         super().__init__(backbone, head, head_in_features, pixel_mean=pixel_mean,
                          pixel_std=pixel_std)
@@ -103,6 +108,10 @@ class YOLOv7(DenseDetector):
         self.conf_thresh, self.nms_thresh = conf_thresh, nms_thresh
         self.max_detections, self.max_nms_candidates = max_detections, max_nms_candidates
         self.multi_label = multi_label
+        if loss is None:
+            loss = YOLOv7Loss(num_classes=num_classes, **YOLOv7Loss.official_gains(
+                num_classes, len(head_in_features)))
+        self.loss = loss
 
     @classmethod
     def from_config(cls, cfg):
@@ -128,6 +137,7 @@ class YOLOv7(DenseDetector):
             "max_detections": cfg.TEST.DETECTIONS_PER_IMAGE,
             "max_nms_candidates": yolo.MAX_NMS_CANDIDATES_TEST,
             "multi_label": yolo.MULTI_LABEL_TEST,
+            "loss": build_yolov7_loss(cfg, num_levels=len(names)),
         }
 
     def preprocess_image(self, batched_inputs: List[Dict[str, Tensor]]) -> ImageList:
@@ -154,14 +164,15 @@ class YOLOv7(DenseDetector):
             batched_inputs: list of dicts from a DatasetMapper, each with "image" and optionally
                 "height"/"width" (the output resolution) and, in training, "instances".
         Returns:
-            In inference, one {"instances": Instances} per image. Training is not available yet.
+            In training, a dict of scalar losses (``self.loss``); in inference, one
+            {"instances": Instances} per image.
         """
         images = self.preprocess_image(batched_inputs)
         if self.training:
-            raise NotImplementedError(
-                "YOLOv7 training (the lead-guided SimOTA loss) is not implemented in this version; "
-                "use model.eval() for inference."
-            )
+            gt_boxes, gt_classes = self._ground_truth(batched_inputs)
+            raw = self.forward_raw(images.tensor)
+            return self.loss(raw["lead"], raw.get("aux"), gt_boxes, gt_classes, self.anchors,
+                             self.strides)
         predictions = self.forward_raw(images.tensor)["lead"]
         results = self.inference(predictions, images.image_sizes)
         processed = []
@@ -170,6 +181,28 @@ class YOLOv7(DenseDetector):
             width = inputs.get("width", image_size[1])
             processed.append({"instances": detector_postprocess(result, height, width)})
         return processed
+
+    def _ground_truth(self, batched_inputs):
+        """Per image gt_boxes (M_i, 4) xyxy in the (resized) input's pixels and gt_classes
+        (M_i,), checked to lie in [0, num_classes)."""
+        if any("instances" not in x for x in batched_inputs):
+            raise ValueError("YOLOv7 training needs 'instances' (gt_boxes, gt_classes) in every "
+                             "input, as detectron2's DatasetMapper gives with is_train=True")
+        instances = [x["instances"] for x in batched_inputs]
+        classes = [inst.gt_classes for inst in instances]
+        # Checked where the mapper left them (normally the CPU), so this costs no device sync.
+        flat = torch.cat(classes) if classes else torch.zeros(0, dtype=torch.long)
+        if flat.numel() and (flat.min() < 0 or flat.max() >= self.num_classes):
+            for i, c in enumerate(classes):
+                bad = c[(c < 0) | (c >= self.num_classes)]
+                if bad.numel():
+                    name = batched_inputs[i].get("file_name", f"input {i} of the batch")
+                    raise ValueError(
+                        f"ground-truth class id {int(bad[0])} in {name} is outside [0, "
+                        f"{self.num_classes}) (MODEL.YOLOV7.NUM_CLASSES = {self.num_classes}): "
+                        "the dataset's class ids do not match the model"
+                    )
+        return [inst.gt_boxes.tensor for inst in instances], classes
 
     def inference(self, predictions: List[Tensor], image_sizes) -> List[Instances]:
         """Decode, threshold and NMS as the official ``non_max_suppression``, per image."""
