@@ -1,0 +1,200 @@
+"""Dataset helpers: DeepForest tiling (synthetic fixture + the real wheel from PyPI) and the
+Debian labelme-examples COCO export (real, via apt)."""
+import json
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import load_coco_json
+from PIL import Image
+
+from yolov7_d2.config import load_config
+from yolov7_d2.data import YOLOv7MosaicMapper, datasets_root
+from yolov7_d2.data.datasets import deepforest as df
+from yolov7_d2.data.datasets import labelme as lm
+from yolov7_d2.data.datasets.common import ENV_VAR
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_datasets_root_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(ENV_VAR, str(tmp_path))
+    assert datasets_root() == tmp_path
+    assert df.deepforest_dir() == tmp_path / "deepforest"
+    assert lm.labelme_dir() == tmp_path / "labelme_examples"
+    monkeypatch.delenv(ENV_VAR)
+    assert datasets_root() == REPO / "datasets"
+
+
+def test_tile_boxes_clips_and_drops_slivers():
+    boxes = np.array([
+        [10, 10, 50, 50],      # inside tile (0, 0)
+        [400, 100, 440, 140],  # 16 px in tile 0 (40%), 24 px in tile 1 (60%)
+        [414, 200, 454, 240],  # 2 px (5%) in tile 0: kept at the limit; 95% in tile 1
+        [415, 300, 455, 340],  # 1 px (2.5%) in tile 0: dropped there
+        [850, 10, 880, 40],    # in the right margin that fills no tile: in none
+    ], dtype=float)
+    tiles = df.tile_boxes(900, 500, boxes, tile=416, min_visible=0.05)
+    assert [(x, y) for x, y, _ in tiles] == [(0, 0), (416, 0)]
+    (_, _, t0), (_, _, t1) = tiles
+    np.testing.assert_array_equal(t0, [[10, 10, 50, 50], [400, 100, 416, 140],
+                                       [414, 200, 416, 240]])
+    np.testing.assert_array_equal(t1, [[0, 100, 24, 140], [0, 200, 38, 240], [0, 300, 39, 340]])
+
+
+def _voc_xml(file_name, width, height, boxes):
+    objects = "".join(
+        f"<object><name>Tree</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax>"
+        f"<ymax>{d}</ymax></bndbox></object>" for a, b, c, d in boxes)
+    return (f"<annotation><filename>{file_name}</filename><size><width>{width}</width>"
+            f"<height>{height}</height><depth>3</depth></size>{objects}</annotation>")
+
+
+def test_build_tiles_from_a_synthetic_wheel(tmp_path):
+    """Two images: 900x880 (2x2 tiles; the third in reading order goes to val) and 300x300
+    (smaller than a tile: skipped)."""
+    rng = np.random.default_rng(0)
+    wheel = tmp_path / "fake.whl"
+    big_boxes = [[20, 20, 60, 60], [430, 20, 470, 60], [20, 430, 60, 470],
+                 [500, 500, 540, 540], [400, 30, 430, 60]]
+    with zipfile.ZipFile(wheel, "w") as z:
+        for name, (w, h), boxes in [("big", (900, 880), big_boxes),
+                                    ("small", (300, 300), [[10, 10, 40, 40]])]:
+            buf = tmp_path / f"{name}.png"
+            Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(buf)
+            z.write(buf, f"deepforest/data/{name}.png")
+            z.writestr(f"deepforest/data/{name}.xml", _voc_xml(f"{name}.png", w, h, boxes))
+    out = tmp_path / "out"
+    built = df.build_deepforest_tiles(wheel, out)
+    # tiles in reading order: (0,0) train, (416,0) train, (0,416) val, (416,416) train
+    assert built["counts"] == {"train": {"images": 3, "boxes": 5}, "val": {"images": 1, "boxes": 1}}
+    train = load_coco_json(str(out / "annotations/train.json"), str(out), "fake_deepforest_train")
+    val = load_coco_json(str(out / "annotations/val.json"), str(out), "fake_deepforest_val")
+    assert [Path(d["file_name"]).name for d in val] == ["big_x0000_y0416.png"]
+    assert all(Image.open(d["file_name"]).size == (416, 416) for d in train + val)
+    boxes = {Path(d["file_name"]).name: [a["bbox"] for a in d["annotations"]] for d in train}
+    assert boxes["big_x0000_y0000.png"] == [[20, 20, 40, 40], [400, 30, 16, 30]]
+    assert boxes["big_x0416_y0000.png"] == [[14, 20, 40, 40], [0, 30, 14, 30]]
+    assert all(a["category_id"] == 0 for d in train for a in d["annotations"])
+    for name in ("fake_deepforest_train", "fake_deepforest_val"):
+        MetadataCatalog.remove(name)
+
+
+def test_deepforest_real_wheel(tmp_path):
+    """Downloads the 20 MB deepforest wheel from PyPI (about 1 s), tiles it (about 2 s)."""
+    root = tmp_path / "deepforest"
+    names = df.register_deepforest(root)
+    try:
+        assert names == ["deepforest_trees_train", "deepforest_trees_val"]
+        assert not root.exists()  # registering prepares nothing
+        train = DatasetCatalog.get("deepforest_trees_train")
+        val = DatasetCatalog.get("deepforest_trees_val")
+        assert MetadataCatalog.get("deepforest_trees_train").thing_classes == ["tree"]
+        assert MetadataCatalog.get("deepforest_trees_val").json_file == str(
+            root / "annotations" / "val.json")
+        counts = [(len(ds), sum(len(d["annotations"]) for d in ds)) for ds in (train, val)]
+        assert counts == [(21, 503), (10, 231)], counts
+        assert {d["width"] for d in train + val} == {416}
+        assert {Path(d["file_name"]).stem.split("_x")[0] for d in train} == {
+            "2019_YELL_2_528000_4978000_image_crop2", "2019_YELL_2_541000_4977000_image_crop"}
+        manifest = json.loads((root / "manifest.json").read_text())
+        assert manifest["source_sha256"] == df.WHEEL_SHA256 and len(manifest["files"]) == 33
+
+        # idempotent: a second preparation finds everything in place and downloads nothing
+        wheel = next((root / "_download").glob("*.whl"))
+        stamp = wheel.stat().st_mtime_ns, (root / "manifest.json").stat().st_mtime_ns
+        t0 = time.perf_counter()
+        info = df.prepare_deepforest(root)
+        assert time.perf_counter() - t0 < 2.0
+        assert stamp == (wheel.stat().st_mtime_ns, (root / "manifest.json").stat().st_mtime_ns)
+        assert info["counts"]["val"] == {"images": 10, "boxes": 231}
+
+        # a damaged tile is noticed and the dataset prepared again
+        tile = root / train[0]["file_name"]
+        tile.write_bytes(b"broken")
+        df.prepare_deepforest(root)
+        assert Image.open(tile).size == (416, 416)
+
+        # the train mapper on the real tiles
+        cfg = load_config(opts=["INPUT.FORMAT", "RGB", "INPUT.YOLOV7.IMAGE_SIZE", "416"])
+        mapper = YOLOv7MosaicMapper(cfg, is_train=True, dataset_dicts=train)
+        out = mapper(train[0])
+        b = out["instances"].gt_boxes.tensor
+        assert len(b) > 0 and (b >= 0).all() and (b <= 416).all()
+        assert (out["instances"].gt_classes == 0).all()
+    finally:
+        for name in names:
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+
+
+def test_clean_coco_drops_background_and_renumbers():
+    coco = {"images": [{"id": 0, "file_name": "a.jpg"}, {"id": 7, "file_name": "b.jpg"}],
+            "annotations": [{"id": 0, "image_id": 0, "category_id": 2},
+                            {"id": 1, "image_id": 7, "category_id": 0},
+                            {"id": 2, "image_id": 7, "category_id": 1}],
+            "categories": [{"id": 0, "name": "_background_"}, {"id": 1, "name": "x"},
+                           {"id": 2, "name": "y"}]}
+    clean = lm.clean_coco(coco)
+    assert [i["id"] for i in clean["images"]] == [1, 2]
+    assert [(a["id"], a["image_id"], a["category_id"]) for a in clean["annotations"]] == [
+        (1, 1, 2), (2, 2, 1)]
+    assert [c["name"] for c in clean["categories"]] == ["x", "y"]
+
+
+@pytest.mark.skipif(shutil.which("apt-get") is None,
+                    reason="apt-get is not available (labelme-examples is a Debian package)")
+def test_labelme_examples_real_package(tmp_path):
+    """apt-get download labelme-examples (9.7 MB, about 1 s), cleaned COCO json, registered."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    root = tmp_path / "labelme_examples"
+    (name,) = lm.register_labelme_examples(root)
+    try:
+        dicts = DatasetCatalog.get(name)
+        meta = MetadataCatalog.get(name)
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    assert "_background_" not in meta.thing_classes and len(meta.thing_classes) == 20
+    assert len(dicts) == 3 and sum(len(d["annotations"]) for d in dicts) == 12
+    # the export's image id 0 is kept (now id 1), and every object has its polygon
+    assert [Path(d["file_name"]).name for d in dicts][0] == "2011_000003.jpg"
+    assert sorted(d["image_id"] for d in dicts) == [1, 2, 3]
+    assert all(a["segmentation"] for d in dicts for a in d["annotations"])
+    names = sorted(meta.thing_classes[a["category_id"]] for d in dicts for a in d["annotations"])
+    assert names == sorted(["person"] * 6 + ["bottle", "chair", "sofa", "bus", "bus", "car"])
+    # the ground truth scored as detections gives AP 1 (an annotation id 0 could never match)
+    gt = COCO(str(meta.json_file))
+    dets = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
+             "score": 1.0} for a in gt.dataset["annotations"]]
+    ev = COCOeval(gt, gt.loadRes(dets), "bbox")
+    ev.evaluate(), ev.accumulate(), ev.summarize()
+    assert ev.stats[0] == pytest.approx(1.0)
+    # the mapper on real polygons (paste-in on)
+    cfg = load_config(opts=["INPUT.FORMAT", "RGB", "INPUT.YOLOV7.IMAGE_SIZE", "320",
+                            "INPUT.YOLOV7.PASTE_IN_PROB", "1.0"])
+    mapper = YOLOv7MosaicMapper(cfg, is_train=True, dataset_dicts=dicts)
+    out = mapper(dicts[0])
+    assert tuple(out["image"].shape) == (3, 320, 320) and len(out["instances"]) > 0
+
+
+def test_labelme_without_apt_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(lm.shutil, "which", lambda _: None)
+    with pytest.raises(RuntimeError, match="apt-get download labelme-examples"):
+        lm.prepare_labelme_examples(tmp_path / "labelme")
+
+
+def test_prepare_datasets_cli_help():
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "prepare_datasets.py"), "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    for flag in ("--root", "--only", "--force", "--labelme-deb"):
+        assert flag in proc.stdout

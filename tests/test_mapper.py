@@ -1,0 +1,365 @@
+"""YOLOv7MosaicMapper on real photos (scikit-image, CC0): each photo gets a filled box (or
+disk) of a colour of its own, annotated as one object; after augmentation the pixels under
+each output box must still be that colour."""
+import gc
+import logging
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import BoxMode
+
+from photos import PHOTOS, photo
+from yolov7_d2.config import load_config
+from yolov7_d2.data import (
+    CloseMosaicHook,
+    ImageLoadError,
+    YOLOv7MosaicMapper,
+    build_yolov7_test_mapper,
+    build_yolov7_train_loader,
+)
+from yolov7_d2.data import augment as A
+
+SIZE = 256
+#: RGB colour of the object drawn on each photo (class id = index), far from the photos' own.
+COLOURS = [(255, 0, 255), (0, 255, 0), (0, 0, 255)]
+NO_AUG = ["INPUT.YOLOV7.HSV_H", "0.0", "INPUT.YOLOV7.HSV_S", "0.0", "INPUT.YOLOV7.HSV_V", "0.0",
+          "INPUT.YOLOV7.MIXUP_PROB", "0.0", "INPUT.YOLOV7.PASTE_IN_PROB", "0.0"]
+
+
+def make_cfg(*opts):
+    return load_config(opts=["INPUT.FORMAT", "RGB", "SEED", "0", "INPUT.YOLOV7.IMAGE_SIZE",
+                             str(SIZE), *opts])
+
+
+def disk_polygon(cx, cy, r, n=48):
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], 1)
+
+
+def write_dataset(tmp_path, shape="box", polygons=True):
+    """One dict per photo with one object: a filled box (XYWH and XYXY modes alternate) or a
+    filled disk with its polygon. Images are written as PNG (no JPEG colour bleeding)."""
+    dicts = []
+    for i, name in enumerate(PHOTOS):
+        rgb = np.ascontiguousarray(photo(name)[:, :, ::-1])
+        h, w = rgb.shape[:2]
+        x0, y0, x1, y1 = int(w * 0.3), int(h * 0.25), int(w * 0.75), int(h * 0.7)
+        ann = {"category_id": i, "iscrowd": 0}
+        if shape == "box":
+            rgb[y0:y1, x0:x1] = COLOURS[i]
+            if i % 2:
+                ann.update(bbox=[x0, y0, x1, y1], bbox_mode=BoxMode.XYXY_ABS)
+            else:
+                ann.update(bbox=[x0, y0, x1 - x0, y1 - y0], bbox_mode=BoxMode.XYWH_ABS)
+        else:
+            r = min(x1 - x0, y1 - y0) / 2
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            poly = disk_polygon(cx, cy, r)
+            cv2.fillPoly(rgb, [np.round(poly).astype(np.int32)], COLOURS[i])
+            ann.update(bbox=[cx - r, cy - r, cx + r, cy + r], bbox_mode=BoxMode.XYXY_ABS)
+            if polygons:
+                ann["segmentation"] = [poly.ravel().tolist()]
+        path = tmp_path / f"{name}.png"
+        cv2.imwrite(str(path), rgb[:, :, ::-1])
+        dicts.append({"file_name": str(path), "image_id": i, "height": h, "width": w,
+                      "annotations": [ann]})
+    return dicts
+
+
+def colour_fraction(image, box, colour, tol=40):
+    """Share of the pixels inside ``box`` (1 px margin) within ``tol`` of ``colour``."""
+    x0, y0, x1, y1 = box
+    x0, y0 = int(np.ceil(x0)) + 1, int(np.ceil(y0)) + 1
+    x1, y1 = int(np.floor(x1)) - 1, int(np.floor(y1)) - 1
+    patch = image[y0:y1, x0:x1].astype(int)
+    if patch.size == 0:
+        return 0.0
+    close = np.abs(patch - np.array(colour)).max(-1) <= tol
+    return float(close.mean())
+
+
+def check_output(out, size=SIZE, min_size=2.0, max_aspect=20.0):
+    image, inst = out["image"], out["instances"]
+    assert image.dtype == torch.uint8 and tuple(image.shape) == (3, size, size)
+    assert out["height"] == out["width"] == size and inst.image_size == (size, size)
+    assert inst.gt_classes.dtype == torch.int64
+    b = inst.gt_boxes.tensor
+    assert b.dtype == torch.float32 and b.shape[1] == 4
+    assert (b >= 0).all() and (b <= size).all(), "a box leaves the canvas"
+    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    assert (w > min_size).all() and (h > min_size).all()
+    assert (torch.maximum(w / h, h / w) < max_aspect).all()
+    return image.permute(1, 2, 0).numpy(), b.numpy(), inst.gt_classes.numpy()
+
+
+def test_boxes_keep_their_colour_through_mosaic_perspective_flips(tmp_path):
+    dicts = write_dataset(tmp_path)
+    # No rotation here (a rotated rectangle fills its box only partly, down to ~45% for thin
+    # slivers): boxes stay exact. Rotation is checked with disks in the polygon test.
+    cfg = make_cfg(*NO_AUG, "INPUT.YOLOV7.SCALE", "0.5", "INPUT.YOLOV7.MOSAIC9_PROB", "0.5",
+                   "INPUT.YOLOV7.FLIP_UD", "0.5")
+    mapper = YOLOv7MosaicMapper(cfg, is_train=True, dataset_dicts=dicts)
+    checked = 0
+    for k in range(12):
+        image, boxes, classes = check_output(mapper(dicts[k % 3]))
+        for box, c in zip(boxes, classes):
+            if min(box[2] - box[0], box[3] - box[1]) < 12:
+                continue  # tiny boxes are mostly interpolated edge
+            assert colour_fraction(image, box, COLOURS[c]) > 0.9, (k, box, c)
+            checked += 1
+    assert checked >= 15, checked
+
+
+def test_default_pipeline_outputs_valid_boxes(tmp_path):
+    """Everything on (mixup, paste-in with polygons, HSV): the output contract holds."""
+    dicts = write_dataset(tmp_path, shape="disk")
+    cfg = make_cfg("INPUT.YOLOV7.MIXUP_PROB", "0.5", "INPUT.YOLOV7.PASTE_IN_PROB", "0.5")
+    mapper = YOLOv7MosaicMapper(cfg, is_train=True, dataset_dicts=dicts)
+    n = 0
+    for k in range(8):
+        out = mapper(dicts[k % 3])
+        check_output(out, min_size=cfg.INPUT.YOLOV7.BOX_MIN_SIZE,
+                     max_aspect=cfg.INPUT.YOLOV7.BOX_MAX_ASPECT)
+        assert out["file_name"] == dicts[k % 3]["file_name"]
+        n += len(out["instances"])
+    assert n > 0 and mapper.stats["samples"] == 8
+
+
+def test_paste_in_pastes_objects_along_their_polygons(tmp_path):
+    dicts = write_dataset(tmp_path, shape="disk")
+    cfg = make_cfg(*NO_AUG[:-2], "INPUT.YOLOV7.PASTE_IN_PROB", "1.0")
+    mapper = YOLOv7MosaicMapper(cfg, is_train=True, dataset_dicts=dicts)
+    for k in range(4):
+        image, boxes, classes = check_output(mapper(dicts[k % 3]))
+        for box, c in zip(boxes, classes):
+            if min(box[2] - box[0], box[3] - box[1]) >= 12:
+                # a disk fills pi/4 of its box; pasted objects may hide up to 30% of a box
+                assert colour_fraction(image, box, COLOURS[c]) > 0.45, (k, box, c)
+    assert mapper.stats["pasted"] > 0
+
+
+def test_polygons_refit_boxes_after_rotation(tmp_path):
+    """With polygons the box is re-fitted around the rotated disk (tight); from the box
+    corners alone it grows with the rotation. Same seed: same geometry in both runs."""
+    opts = [*NO_AUG, "INPUT.YOLOV7.DEGREES", "45.0", "INPUT.YOLOV7.SCALE", "0.2",
+            "INPUT.YOLOV7.MOSAIC_PROB", "0.0", "INPUT.YOLOV7.FLIP_LR", "0.5"]
+    cfg = make_cfg(*opts)
+    with_poly = write_dataset(tmp_path, shape="disk")
+    without = [dict(d, annotations=[{k: v for k, v in a.items() if k != "segmentation"}
+                                    for a in d["annotations"]]) for d in with_poly]
+    m_poly = YOLOv7MosaicMapper(cfg, is_train=True, dataset_dicts=with_poly)
+    m_box = YOLOv7MosaicMapper(cfg, is_train=True, dataset_dicts=without)
+    ratios = []
+    for k in range(6):
+        # same seed, file and call number: both mappers draw the same geometry
+        img_p, boxes_p, cls_p = check_output(m_poly(with_poly[k % 3]))
+        img_b, boxes_b, _ = check_output(m_box(without[k % 3]))
+        np.testing.assert_array_equal(img_p, img_b)
+        assert len(boxes_p) == len(boxes_b) == 1
+        (bp,), (bb,), (c,) = boxes_p, boxes_b, cls_p
+        # the re-fitted box lies inside the corner box and hugs the disk's pixels
+        assert (bp[:2] >= bb[:2] - 1e-3).all() and (bp[2:] <= bb[2:] + 1e-3).all()
+        ys, xs = np.nonzero(np.abs(img_p.astype(int) - COLOURS[c]).max(-1) <= 40)
+        tight = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+        assert np.abs(bp - tight).max() <= 3, (bp, tight)
+        assert colour_fraction(img_p, bp, COLOURS[c]) > 0.7
+        ratios.append((bp[2] - bp[0]) * (bp[3] - bp[1]) / ((bb[2] - bb[0]) * (bb[3] - bb[1])))
+    assert min(ratios) < 0.85, ratios  # at least one clearly rotated sample
+
+
+def test_same_seed_same_output_different_seed_different(tmp_path):
+    dicts = write_dataset(tmp_path, shape="disk")
+
+    def run(seed):
+        cfg = make_cfg("SEED", str(seed), "INPUT.YOLOV7.MIXUP_PROB", "0.5",
+                       "INPUT.YOLOV7.PASTE_IN_PROB", "0.5")
+        m = YOLOv7MosaicMapper(cfg, is_train=True, dataset_dicts=dicts)
+        outs = [m(dicts[k % 3]) for k in range(3)]
+        return [(o["image"], o["instances"].gt_boxes.tensor, o["instances"].gt_classes)
+                for o in outs]
+
+    a, b, c = run(1), run(1), run(2)
+    for x, y in zip(a, b):
+        assert all(torch.equal(u, v) for u, v in zip(x, y))
+    assert any(not torch.equal(x[0], z[0]) for x, z in zip(a, c))
+    # successive calls on the same image differ (the call counter is in the seed)
+    m = YOLOv7MosaicMapper(make_cfg(), is_train=True, dataset_dicts=dicts)
+    assert not torch.equal(m(dicts[0])["image"], m(dicts[0])["image"])
+
+
+# The gain of random perspective is U(1 - SCALE, 1.1 + SCALE) (official): SCALE -0.05 pins it
+# at 1.05; with no translation, rotation, shear or flip the geometry is then fixed.
+GAIN = 1.05
+FIXED_GEOMETRY = [*NO_AUG, "INPUT.YOLOV7.TRANSLATE", "0.0", "INPUT.YOLOV7.SCALE", "-0.05",
+                  "INPUT.YOLOV7.FLIP_LR", "0.0"]
+
+
+def zoom(xy):
+    """Where a letterboxed point lands after the fixed perspective (zoom about the centre)."""
+    return (np.asarray(xy, dtype=np.float64) - SIZE / 2) * GAIN + SIZE / 2
+
+
+def letterboxed(d, size=SIZE):
+    rgb = np.ascontiguousarray(cv2.imread(d["file_name"])[:, :, ::-1])
+    canvas, r, (px, py) = A.letterbox(rgb, size)
+    return canvas, r, px, py
+
+
+def expected_without_mosaic(d):
+    """The letterbox path's output under FIXED_GEOMETRY."""
+    canvas = letterboxed(d)[0]
+    image, _, _ = A.random_perspective(canvas, A.Targets(), SIZE, np.random.default_rng(0),
+                                       translate=0.0, scale=-0.05)
+    return image
+
+
+def test_close_mosaic_switches_to_letterbox(tmp_path):
+    dicts = write_dataset(tmp_path)
+    cfg = make_cfg(*FIXED_GEOMETRY, "INPUT.YOLOV7.CLOSE_MOSAIC_ITERS", "10",
+                   "SOLVER.MAX_ITER", "100")
+    mapper = YOLOv7MosaicMapper(cfg, is_train=True, dataset_dicts=dicts)
+    coffee = dicts[1]  # 400 x 600: letterboxed with grey bars above and below
+    expected = expected_without_mosaic(coffee)
+    _, r, px, py = letterboxed(coffee)
+    mapper.set_iteration(89)
+    assert mapper.mosaic_enabled
+    assert not np.array_equal(mapper(coffee)["image"].permute(1, 2, 0).numpy(), expected)
+    hook = CloseMosaicHook(mapper)
+    hook.trainer = type("FakeTrainer", (), {"iter": 90})()
+    hook.before_step()
+    assert not mapper.mosaic_enabled
+    image, boxes, _ = check_output(mapper(coffee))
+    np.testing.assert_array_equal(image, expected)
+    assert (image[:int(zoom(py)) - 1] == 114).all()  # the letterbox's grey bar
+    x0, y0, x1, y1 = coffee["annotations"][0]["bbox"]
+    np.testing.assert_allclose(boxes[0], zoom([x0 * r + px, y0 * r + py, x1 * r + px,
+                                               y1 * r + py]), atol=1e-3)
+
+
+def test_close_mosaic_reaches_dataloader_workers(tmp_path):
+    """The iteration is a shared value: set in the main process, seen by a worker process."""
+    from detectron2.data import build_detection_train_loader
+
+    dicts = write_dataset(tmp_path)[1:2]
+    cfg = make_cfg(*FIXED_GEOMETRY, "INPUT.YOLOV7.CLOSE_MOSAIC_ITERS", "10",
+                   "SOLVER.MAX_ITER", "100")
+    mapper = YOLOv7MosaicMapper(cfg, is_train=True, dataset_dicts=dicts)
+    expected = torch.as_tensor(expected_without_mosaic(dicts[0]).transpose(2, 0, 1).copy())
+    loader = build_detection_train_loader(dicts, mapper=mapper, total_batch_size=1,
+                                          aspect_ratio_grouping=False, num_workers=1)
+    it = iter(loader)
+    assert not torch.equal(next(it)[0]["image"], expected)  # mosaic
+    mapper.set_iteration(95)
+    # batches prefetched before the switch may still be mosaics; later ones are not
+    later = [next(it)[0]["image"] for _ in range(6)]
+    assert all(torch.equal(x, expected) for x in later[-3:])
+    del it
+
+
+def test_iteration_is_shared_by_copies_and_pickles(tmp_path):
+    """Spawned workers get a (cloud)pickled mapper, forked ones a copy: all see one value."""
+    import copy
+    import pickle
+
+    import cloudpickle
+
+    mapper = YOLOv7MosaicMapper(dataset_dicts=write_dataset(tmp_path), close_mosaic_iters=5,
+                                max_iter=10)
+    copies = [copy.deepcopy(mapper), pickle.loads(pickle.dumps(mapper)),
+              cloudpickle.loads(cloudpickle.dumps(mapper))]
+    mapper.set_iteration(7)
+    assert [c.iteration for c in copies] == [7, 7, 7]
+    assert not any(c.mosaic_enabled for c in copies)
+    path = mapper._iteration.path
+    del copies  # copies do not own the file
+    assert os.path.exists(path)
+    del mapper
+    gc.collect()
+    assert not os.path.exists(path)
+
+
+def test_box_clipping_degenerate_boxes_and_crowd(tmp_path, caplog):
+    dicts = write_dataset(tmp_path)
+    d = dicts[0]
+    h, w = d["height"], d["width"]
+    d["annotations"] += [
+        {"bbox": [-50, -50, 40, 40], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0},
+        {"bbox": [w - 30, h - 30, w + 60, h + 60], "bbox_mode": BoxMode.XYXY_ABS,
+         "category_id": 0},
+        {"bbox": [100, 100, 100, 160], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0},
+        {"bbox": [10, 10, 50, 50], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0,
+         "iscrowd": 1},
+    ]
+    cfg = make_cfg(*FIXED_GEOMETRY, "INPUT.YOLOV7.MOSAIC_PROB", "0.0")
+    mapper = YOLOv7MosaicMapper(cfg, is_train=True, dataset_dicts=dicts)
+    with caplog.at_level(logging.DEBUG, logger="yolov7_d2.data.mapper"):
+        out = mapper(d)
+    image, boxes, _ = check_output(out)
+    _, r, px, py = letterboxed(d)
+    assert len(boxes) == 3  # the coloured box, two clipped ones; zero-width and crowd gone
+    # clipped to the image, then (zoomed past the canvas edge) clipped to the canvas
+    np.testing.assert_allclose(boxes[1], zoom([px, py, 40 * r + px, 40 * r + py]).clip(0, SIZE),
+                               atol=1e-3)
+    np.testing.assert_allclose(boxes[2], zoom([(w - 30) * r + px, (h - 30) * r + py,
+                                               w * r + px, h * r + py]).clip(0, SIZE), atol=1e-3)
+    assert mapper.stats["dropped_by_filter"] == 1 and mapper.stats["crowd_skipped"] == 1
+    assert any("'dropped_by_filter': 1" in rec.getMessage() for rec in caplog.records)
+
+
+def test_unreadable_image_error_names_the_file(tmp_path):
+    dicts = write_dataset(tmp_path)
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    cfg = make_cfg()
+    mapper = YOLOv7MosaicMapper(cfg, is_train=True, dataset_dicts=dicts)
+    for path in (bad, tmp_path / "missing.png"):
+        d = dict(dicts[0], file_name=str(path))
+        with pytest.raises(ImageLoadError, match=path.name):
+            mapper(d)
+
+
+def test_config_errors_and_eval_paths(tmp_path):
+    dicts = write_dataset(tmp_path)
+    with pytest.raises(ValueError, match="dataset_dicts"):
+        YOLOv7MosaicMapper(make_cfg(), is_train=True, dataset_dicts=[])
+    with pytest.raises(ValueError, match="image_format"):
+        YOLOv7MosaicMapper(dataset_dicts=dicts, image_format="YUV-BT.601")
+    with pytest.raises(ValueError, match="max_iter"):
+        YOLOv7MosaicMapper(dataset_dicts=dicts, close_mosaic_iters=5)
+    # is_train=False: a deterministic letterbox, no partners needed
+    m = YOLOv7MosaicMapper(make_cfg(), is_train=False, dataset_dicts=None)
+    out = m(dicts[1])
+    image, boxes, _ = check_output(out)
+    np.testing.assert_array_equal(image[0:10], 114)
+    # the evaluation mapper: long side = IMAGE_SIZE, original size kept for rescaling
+    test_mapper = build_yolov7_test_mapper(make_cfg())
+    out = test_mapper(dict(dicts[1]))
+    assert tuple(out["image"].shape) == (3, round(400 * SIZE / 600), SIZE)
+    assert (out["height"], out["width"]) == (400, 600)
+    out = test_mapper(dict(dicts[2]))  # chelsea 300 x 451
+    assert max(out["image"].shape[1:]) == SIZE
+
+
+def test_build_train_loader_shares_the_dicts(tmp_path):
+    dicts = write_dataset(tmp_path)
+    name = "yolov7_d2_test_mapper_photos"
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    DatasetCatalog.register(name, lambda: dicts)
+    MetadataCatalog.get(name).set(thing_classes=["a", "b", "c"])
+    cfg = make_cfg("DATASETS.TRAIN", f"('{name}',)", "SOLVER.IMS_PER_BATCH", "2",
+                   "DATALOADER.NUM_WORKERS", "0")
+    try:
+        loader = build_yolov7_train_loader(cfg)
+        batch = next(iter(loader))
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    assert len(batch) == 2 and all(check_output(o) is not None for o in batch)
+    assert isinstance(loader.mapper, YOLOv7MosaicMapper)
+    assert len(loader.mapper.dataset) == 3

@@ -1,0 +1,30 @@
+"""Data pipeline of YOLOv7 for detectron2: the train-time mosaic mapper, the evaluation
+mapper, and helpers that prepare and register real datasets reachable from package
+registries. Importing this package registers nothing; call ``register_*``."""
+from .mapper import (
+    CloseMosaicHook,
+    ImageLoadError,
+    YOLOv7MosaicMapper,
+    build_yolov7_test_mapper,
+    build_yolov7_train_loader,
+)
+from .datasets import (
+    datasets_root,
+    prepare_deepforest,
+    prepare_labelme_examples,
+    register_deepforest,
+    register_labelme_examples,
+)
+
+__all__ = [
+    "YOLOv7MosaicMapper",
+    "build_yolov7_train_loader",
+    "build_yolov7_test_mapper",
+    "CloseMosaicHook",
+    "ImageLoadError",
+    "datasets_root",
+    "prepare_deepforest",
+    "prepare_labelme_examples",
+    "register_deepforest",
+    "register_labelme_examples",
+]

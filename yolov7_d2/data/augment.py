@@ -1,0 +1,452 @@
+"""YOLOv7's train-time image augmentations as cfg-free numpy / OpenCV functions.
+
+Every random choice is drawn from an explicit ``numpy.random.Generator`` so that a caller can
+make the whole pipeline reproducible. Images are HxWxC uint8 arrays (any channel order, except
+for :func:`augment_hsv`, which is told the order); annotations travel in :class:`Targets`
+(pixel coordinates of the image they belong to).
+
+The probabilities, ranges and order of operations follow the official YOLOv7
+``utils/datasets.py`` (see ``/work/shared/OFFICIAL_FACTS.md`` section 8); this is an
+independent implementation. Departures are listed where they occur.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "GREY",
+    "Targets",
+    "PasteSample",
+    "resize_long_side",
+    "letterbox",
+    "mosaic4",
+    "mosaic9",
+    "random_perspective",
+    "box_candidates",
+    "augment_hsv",
+    "mixup",
+    "extract_paste_samples",
+    "paste_in",
+    "flip_lr",
+    "flip_ud",
+    "resample_polygon",
+]
+
+#: Fill value of every border the augmentations create (official letterbox / mosaic grey).
+GREY = 114
+#: Outline points per polygon part when a polygon is warped (official: 1000 per segment).
+POLYGON_POINTS = 1000
+
+# A polygon instance is a list of parts, each a (K, 2) float array of (x, y) vertices.
+Polygon = List[np.ndarray]
+
+
+@dataclass
+class Targets:
+    """Annotations of one image: N boxes (N, 4) xyxy pixels, N int64 classes and, per
+    instance, its polygon parts or None (box-only annotation)."""
+
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
+    classes: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
+    polygons: List[Optional[Polygon]] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.boxes = np.asarray(self.boxes, dtype=np.float64).reshape(-1, 4)
+        self.classes = np.asarray(self.classes, dtype=np.int64).reshape(-1)
+        if not self.polygons:
+            self.polygons = [None] * len(self.boxes)
+        assert len(self.boxes) == len(self.classes) == len(self.polygons), (
+            len(self.boxes), len(self.classes), len(self.polygons))
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    @property
+    def has_polygon(self) -> np.ndarray:
+        """(N,) bool: which instances carry a polygon."""
+        return np.array([p is not None for p in self.polygons], dtype=bool)
+
+    def affine(self, scale: float = 1.0, dx: float = 0.0, dy: float = 0.0) -> "Targets":
+        """Boxes and polygons mapped by x -> x * scale + dx, y -> y * scale + dy."""
+        offset = np.array([dx, dy])
+        boxes = self.boxes * scale + np.tile(offset, 2)
+        polys = [None if p is None else [part * scale + offset for part in p]
+                 for p in self.polygons]
+        return Targets(boxes, self.classes.copy(), polys)
+
+    def clip(self, width: float, height: float) -> "Targets":
+        """Boxes and polygon vertices clamped into [0, width] x [0, height]."""
+        hi = np.array([width, height])
+        boxes = np.clip(self.boxes, 0, np.tile(hi, 2))
+        polys = [None if p is None else [np.clip(part, 0, hi) for part in p]
+                 for p in self.polygons]
+        return Targets(boxes, self.classes.copy(), polys)
+
+    @staticmethod
+    def cat(items: Sequence["Targets"]) -> "Targets":
+        items = list(items)
+        if not items:
+            return Targets()
+        return Targets(np.concatenate([t.boxes for t in items]),
+                       np.concatenate([t.classes for t in items]),
+                       [p for t in items for p in t.polygons])
+
+
+# ----------------------------------------------------------------------------- resizing
+def resize_long_side(img: np.ndarray, size: int, interpolation: int) -> Tuple[np.ndarray, float]:
+    """Resize so that the long side is ``size`` (up or down), aspect kept. Returns the image
+    and its scale factor. The long side is exactly ``size`` (the official ``int(w * r)`` can
+    land one pixel short through float rounding)."""
+    h, w = img.shape[:2]
+    r = size / max(h, w)
+    if r == 1:
+        return img, 1.0
+    new_w = size if w >= h else max(1, int(round(w * r)))
+    new_h = size if h > w else max(1, int(round(h * r)))
+    return cv2.resize(img, (new_w, new_h), interpolation=interpolation), r
+
+
+def letterbox(img: np.ndarray, size: int, interpolation: int = cv2.INTER_LINEAR
+              ) -> Tuple[np.ndarray, float, Tuple[int, int]]:
+    """Fit ``img`` into a ``size`` x ``size`` grey canvas, centred (odd padding: the extra
+    pixel goes right / bottom, as the official letterbox). Returns canvas, scale, (pad_x, pad_y)."""
+    h, w = img.shape[:2]
+    r = 1.0
+    if max(h, w) != size:
+        img, r = resize_long_side(img, size, interpolation)
+        h, w = img.shape[:2]
+    pad_x, pad_y = (size - w) // 2, (size - h) // 2
+    canvas = np.full((size, size, img.shape[2]), GREY, dtype=np.uint8)
+    canvas[pad_y:pad_y + h, pad_x:pad_x + w] = img
+    return canvas, r, (pad_x, pad_y)
+
+
+# ----------------------------------------------------------------------------- mosaics
+def _paste_tiles(canvas_hw: Tuple[int, int], tiles: Sequence[Tuple[np.ndarray, Targets]],
+                 origins: Sequence[Tuple[int, int]]) -> Tuple[np.ndarray, Targets]:
+    """Place each tile with its top-left corner at ``origin`` (may be negative or reach past
+    the canvas: the outside part is cut), on a grey canvas; targets follow, clamped to it."""
+    ch, cw = canvas_hw
+    canvas = np.full((ch, cw, tiles[0][0].shape[2]), GREY, dtype=np.uint8)
+    moved = []
+    for (img, targets), (ox, oy) in zip(tiles, origins):
+        h, w = img.shape[:2]
+        x0, y0, x1, y1 = max(ox, 0), max(oy, 0), min(ox + w, cw), min(oy + h, ch)
+        if x1 > x0 and y1 > y0:
+            canvas[y0:y1, x0:x1] = img[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
+        moved.append(targets.affine(1.0, ox, oy))
+    return canvas, Targets.cat(moved).clip(cw, ch)
+
+
+def mosaic4(tiles: Sequence[Tuple[np.ndarray, Targets]], size: int,
+            rng: np.random.Generator) -> Tuple[np.ndarray, Targets]:
+    """Four images around a random centre of a 2s x 2s grey canvas (s = ``size``).
+
+    The centre is uniform in [s/2, 3s/2) on each axis; tile 0 ends at the centre (top left),
+    tile 1 starts right of it (top right), tile 2 below-left, tile 3 below-right. Tiles are
+    expected with their long side resized to s, so they never overlap.
+    """
+    assert len(tiles) == 4, len(tiles)
+    s = size
+    xc, yc = (int(v) for v in rng.uniform(s / 2, 3 * s / 2, size=2))
+    (h0, w0), (h1, _), (_, w2) = (t[0].shape[:2] for t in tiles[:3])
+    origins = [(xc - w0, yc - h0), (xc, yc - h1), (xc - w2, yc), (xc, yc)]
+    return _paste_tiles((2 * s, 2 * s), tiles, origins)
+
+
+def mosaic9(tiles: Sequence[Tuple[np.ndarray, Targets]], size: int,
+            rng: np.random.Generator) -> Tuple[np.ndarray, Targets]:
+    """Nine images laid out around the first on a 3s x 3s grid, then a random 2s x 2s crop.
+
+    Layout (official ``load_mosaic9``): tile 0 at (s, s); then clockwise from the top: top,
+    top-right, right, bottom-right, bottom, bottom-left, left, top-left, each placed against
+    its predecessor. The crop's corner is uniform in [0, s) on each axis.
+    """
+    assert len(tiles) == 9, len(tiles)
+    s = size
+    hw = [t[0].shape[:2] for t in tiles]
+    (h0, w0), (h1, w1), (h2, _), (h3, _), _, (_, w5), (_, w6), (h7, w7), (h8, w8) = hw
+    origins = [
+        (s, s),                          # centre
+        (s, s - h1),                     # top
+        (s + w1, s - h2),                # top right
+        (s + w0, s),                     # right
+        (s + w0, s + h3),                # bottom right
+        (s + w0 - w5, s + h0),           # bottom
+        (s + w0 - w5 - w6, s + h0),      # bottom left
+        (s - w7, s + h0 - h7),           # left
+        (s - w8, s + h0 - h7 - h8),      # top left
+    ]
+    # Paste straight into the crop window instead of building the 3s canvas first. Whatever
+    # lies left of / above the 3s canvas lies left of / above the window too (the window's
+    # corner is >= 0), so it is cut the same way.
+    cx, cy = (int(v) for v in rng.uniform(0, s, size=2))
+    return _paste_tiles((2 * s, 2 * s), tiles, [(ox - cx, oy - cy) for ox, oy in origins])
+
+
+# ----------------------------------------------------------------------------- geometry
+def resample_polygon(points: np.ndarray, n: int = POLYGON_POINTS) -> np.ndarray:
+    """``n`` points evenly spaced by arc length along the closed outline ``points`` (K, 2).
+
+    Departure: the official ``resample_segments`` spaces points evenly per vertex index; by
+    arc length every part of the outline is sampled equally densely.
+    """
+    closed = np.concatenate([points, points[:1]], axis=0)
+    seg = np.linalg.norm(np.diff(closed, axis=0), axis=1)
+    dist = np.concatenate([[0.0], np.cumsum(seg)])
+    if dist[-1] <= 0:
+        return np.repeat(points[:1], n, axis=0)
+    t = np.linspace(0.0, dist[-1], n)
+    return np.stack([np.interp(t, dist, closed[:, 0]), np.interp(t, dist, closed[:, 1])], 1)
+
+
+def _apply_matrix(xy: np.ndarray, matrix: np.ndarray, projective: bool) -> np.ndarray:
+    out = xy @ matrix[:2, :2].T + matrix[:2, 2]
+    if projective:
+        w = xy @ matrix[2, :2] + matrix[2, 2]
+        out = out / w[:, None]
+    return out
+
+
+def _warp_boxes(boxes: np.ndarray, matrix: np.ndarray, projective: bool) -> np.ndarray:
+    """Each box's 4 corners warped; the enclosing axis-aligned box."""
+    if not len(boxes):
+        return boxes.copy()
+    corners = boxes[:, [0, 1, 2, 1, 2, 3, 0, 3]].reshape(-1, 2)
+    xy = _apply_matrix(corners, matrix, projective).reshape(-1, 4, 2)
+    return np.concatenate([xy.min(1), xy.max(1)], axis=1)
+
+
+def _warp_polygon_box(polygon: Polygon, matrix: np.ndarray, projective: bool,
+                      width: int, height: int) -> np.ndarray:
+    """Box around the warped outline points that land inside the canvas (all zeros if none)."""
+    xy = np.concatenate([resample_polygon(p) for p in polygon], axis=0)
+    xy = _apply_matrix(xy, matrix, projective)
+    inside = (xy[:, 0] >= 0) & (xy[:, 1] >= 0) & (xy[:, 0] <= width) & (xy[:, 1] <= height)
+    if not inside.any():
+        return np.zeros(4)
+    xy = xy[inside]
+    return np.concatenate([xy.min(0), xy.max(0)])
+
+
+def box_candidates(before: np.ndarray, after: np.ndarray, min_size: float = 2.0,
+                   max_aspect: float = 20.0, min_area_ratio=0.1, eps: float = 1e-16) -> np.ndarray:
+    """(N,) bool: boxes worth keeping after an augmentation (official ``box_candidates``).
+
+    Kept: width and height above ``min_size`` px, aspect ratio (long / short) below
+    ``max_aspect``, and area above ``min_area_ratio`` (a scalar or (N,) array) times the
+    area of the same box ``before`` the augmentation. ``before`` may be None (no area test).
+    """
+    w, h = after[:, 2] - after[:, 0], after[:, 3] - after[:, 1]
+    aspect = np.maximum(w / (h + eps), h / (w + eps))
+    keep = (w > min_size) & (h > min_size) & (aspect < max_aspect)
+    if before is not None:
+        area0 = (before[:, 2] - before[:, 0]) * (before[:, 3] - before[:, 1])
+        keep &= w * h / (area0 + eps) > min_area_ratio
+    return keep
+
+
+def random_perspective(img: np.ndarray, targets: Targets, out_size: int, rng: np.random.Generator,
+                       *, degrees: float = 0.0, translate: float = 0.2, scale: float = 0.9,
+                       shear: float = 0.0, perspective: float = 0.0, min_size: float = 2.0,
+                       max_aspect: float = 20.0, min_area_ratio: float = 0.1,
+                       polygon_min_area_ratio: float = 0.01) -> Tuple[np.ndarray, Targets, int]:
+    """Random rotation / scale / shear / translation / perspective, output ``out_size`` square.
+
+    The input is centred on the origin, then (official order) warped by perspective, rotation
+    with scale ``U(1 - scale, 1.1 + scale)``, shear, and moved to ``U(0.5 - t, 0.5 + t)`` of
+    the output size; what falls outside is cut and new area is grey. A mosaic (2s input, s
+    output) thus keeps a random crop around its middle.
+
+    Instances with a polygon get their box re-fitted around the warped outline (resampled to
+    ``POLYGON_POINTS`` points per part, points outside the canvas ignored) and pass the area
+    test at ``polygon_min_area_ratio`` (official: 0.01 with segments); box-only instances
+    get the box around their 4 warped corners, clipped, and ``min_area_ratio``. Boxes failing
+    :func:`box_candidates` are dropped. Returns (image, targets without polygons, #dropped).
+    """
+    in_h, in_w = img.shape[:2]
+    size = out_size
+    center = np.eye(3)
+    center[:2, 2] = (-in_w / 2, -in_h / 2)
+    persp = np.eye(3)
+    persp[2, :2] = rng.uniform(-perspective, perspective, size=2)
+    angle = rng.uniform(-degrees, degrees)
+    gain = rng.uniform(1 - scale, 1.1 + scale)
+    rot = np.eye(3)
+    rot[:2] = cv2.getRotationMatrix2D(center=(0, 0), angle=angle, scale=gain)
+    skew = np.eye(3)
+    skew[0, 1], skew[1, 0] = np.tan(np.deg2rad(rng.uniform(-shear, shear, size=2)))
+    move = np.eye(3)
+    move[:2, 2] = rng.uniform(0.5 - translate, 0.5 + translate, size=2) * size
+    matrix = move @ skew @ rot @ persp @ center  # applied right to left
+    projective = bool(perspective)
+
+    if (in_h, in_w) != (size, size) or not np.allclose(matrix, np.eye(3)):
+        border = (GREY,) * img.shape[2]
+        if projective:
+            img = cv2.warpPerspective(img, matrix, (size, size), borderValue=border)
+        else:
+            img = cv2.warpAffine(img, matrix[:2], (size, size), borderValue=border)
+
+    if not len(targets):
+        return img, Targets(), 0
+    new = _warp_boxes(targets.boxes, matrix, projective)
+    new[:, [0, 2]] = new[:, [0, 2]].clip(0, size)
+    new[:, [1, 3]] = new[:, [1, 3]].clip(0, size)
+    has_poly = targets.has_polygon
+    for i in np.flatnonzero(has_poly):
+        new[i] = _warp_polygon_box(targets.polygons[i], matrix, projective, size, size)
+    area_ratio = np.where(has_poly, polygon_min_area_ratio, min_area_ratio)
+    keep = box_candidates(targets.boxes * gain, new, min_size, max_aspect, area_ratio)
+    return img, Targets(new[keep], targets.classes[keep]), int((~keep).sum())
+
+
+# ----------------------------------------------------------------------------- colour, mixing
+def augment_hsv(img: np.ndarray, gains: Sequence[float], rng: np.random.Generator,
+                rgb: bool = True) -> np.ndarray:
+    """Random hue / saturation / value gains ``1 + U(-1, 1) * gain``, applied in place via
+    look-up tables in OpenCV's HSV space (hue 0..179 wraps around). Returns ``img``."""
+    factors = rng.uniform(-1, 1, size=3) * np.asarray(gains, dtype=np.float64) + 1
+    if np.all(factors == 1):
+        return img
+    to_hsv, from_hsv = ((cv2.COLOR_RGB2HSV, cv2.COLOR_HSV2RGB) if rgb
+                        else (cv2.COLOR_BGR2HSV, cv2.COLOR_HSV2BGR))
+    levels = np.arange(256, dtype=np.float64)
+    tables = [
+        np.mod(levels * factors[0], 180).astype(np.uint8),
+        np.clip(levels * factors[1], 0, 255).astype(np.uint8),
+        np.clip(levels * factors[2], 0, 255).astype(np.uint8),
+    ]
+    hsv = cv2.cvtColor(img, to_hsv)
+    hsv = cv2.merge([cv2.LUT(c, t) for c, t in zip(cv2.split(hsv), tables)])
+    cv2.cvtColor(hsv, from_hsv, dst=img)
+    return img
+
+
+def mixup(img1: np.ndarray, t1: Targets, img2: np.ndarray, t2: Targets,
+          rng: np.random.Generator, alpha: float = 8.0) -> Tuple[np.ndarray, Targets]:
+    """Blend two same-size images with ratio r ~ Beta(alpha, alpha); keep both label sets."""
+    r = rng.beta(alpha, alpha)
+    img = (img1.astype(np.float32) * r + img2.astype(np.float32) * (1 - r)).astype(np.uint8)
+    return img, Targets.cat([t1, t2])
+
+
+# ----------------------------------------------------------------------------- paste-in
+@dataclass
+class PasteSample:
+    """An object cut out along its polygon: class, HxWxC crop (zero outside), HxW uint8 mask."""
+
+    category: int
+    image: np.ndarray
+    mask: np.ndarray
+
+
+def extract_paste_samples(images_targets: Sequence[Tuple[np.ndarray, Targets]],
+                          rng: np.random.Generator, fraction: float = 0.5) -> List[PasteSample]:
+    """Cut ``round(fraction * n)`` of the n polygon instances of a group of images (chosen
+    without replacement; Python rounding, so one instance alone is never cut, as official).
+
+    Departure: the official code takes the group as a 4-image mosaic and cuts objects out
+    of it (objects partly outside that mosaic lose their outside part); here they are cut
+    from each image directly.
+    """
+    pool = [(img, t, i) for img, t in images_targets for i in np.flatnonzero(t.has_polygon)]
+    k = round(fraction * len(pool))
+    samples = []
+    for j in (rng.choice(len(pool), size=k, replace=False) if k else []):
+        img, targets, i = pool[j]
+        h, w = img.shape[:2]
+        x0, y0, x1, y1 = targets.boxes[i].astype(int)
+        x0, x1 = np.clip([x0, x1], 0, w - 1)
+        y0, y1 = np.clip([y0, y1], 0, h - 1)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        mask = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
+        parts = [np.round(p - (x0, y0)).astype(np.int32) for p in targets.polygons[i]]
+        cv2.fillPoly(mask, parts, 255)
+        crop = img[y0:y1, x0:x1] * (mask[:, :, None] > 0)
+        samples.append(PasteSample(int(targets.classes[i]), crop, mask))
+    return samples
+
+
+def _ioa(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Intersection of ``box`` with each of ``boxes`` over the area of that one of ``boxes``."""
+    iw = (np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0])).clip(0)
+    ih = (np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1])).clip(0)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return iw * ih / (area + 1e-16)
+
+
+#: Target box sizes of paste-in, as fractions of the image side (official ``pastein``).
+PASTE_SCALES = (0.75,) * 2 + (0.5,) * 4 + (0.25,) * 4 + (0.125,) * 4 + (0.0625,) * 6
+
+
+def paste_in(img: np.ndarray, targets: Targets, samples: Sequence[PasteSample],
+             rng: np.random.Generator, *, skip_prob: float = 0.2, max_ioa: float = 0.3,
+             min_region: int = 20, min_side: int = 10, min_mask_pixels: int = 60) -> Targets:
+    """Paste random ``samples`` into ``img`` (in place); returns the targets plus new boxes.
+
+    For each of :data:`PASTE_SCALES` (each skipped with ``skip_prob``) a random region up to
+    that fraction of the image is drawn; a sample is scaled to fit it (aspect kept) and
+    pasted through its mask if the region covers less than ``max_ioa`` of every existing box,
+    is over ``min_region`` px on both sides, the scaled sample over ``min_side`` px and its
+    mask over ``min_mask_pixels`` px. Departure: the new box is the tight box of the pasted
+    mask (the official code labels the whole scaled crop, which the mask nearly fills).
+    """
+    h, w = img.shape[:2]
+    boxes, classes = [targets.boxes], [targets.classes]
+    for frac in PASTE_SCALES:
+        if rng.random() < skip_prob:
+            continue
+        rh = int(rng.integers(1, max(int(h * frac), 1) + 1))
+        rw = int(rng.integers(1, max(int(w * frac), 1) + 1))
+        x0 = max(0, int(rng.integers(0, w + 1)) - rw // 2)
+        y0 = max(0, int(rng.integers(0, h + 1)) - rh // 2)
+        x1, y1 = min(w, x0 + rw), min(h, y0 + rh)
+        region = np.array([x0, y0, x1, y1], dtype=np.float64)
+        existing = np.concatenate(boxes)
+        if len(existing) and (_ioa(region, existing) >= max_ioa).any():
+            continue
+        if not samples or x1 - x0 <= min_region or y1 - y0 <= min_region:
+            continue
+        sample = samples[int(rng.integers(len(samples)))]
+        sh, sw = sample.mask.shape
+        r = min((y1 - y0) / sh, (x1 - x0) / sw)
+        pw, ph = int(sw * r), int(sh * r)
+        if pw <= min_side or ph <= min_side:
+            continue
+        mask = cv2.resize(sample.mask, (pw, ph)) > 0
+        if mask.sum() <= min_mask_pixels:
+            continue
+        patch = cv2.resize(sample.image, (pw, ph))
+        img[y0:y0 + ph, x0:x0 + pw][mask] = patch[mask]
+        ys, xs = np.nonzero(mask)
+        boxes.append(np.array([[x0 + xs.min(), y0 + ys.min(), x0 + xs.max() + 1,
+                                y0 + ys.max() + 1]], dtype=np.float64))
+        classes.append(np.array([sample.category], dtype=np.int64))
+    if len(boxes) == 1:
+        return targets
+    return Targets(np.concatenate(boxes), np.concatenate(classes))
+
+
+# ----------------------------------------------------------------------------- flips
+def flip_lr(img: np.ndarray, targets: Targets) -> Tuple[np.ndarray, Targets]:
+    w = img.shape[1]
+    boxes = targets.boxes.copy()
+    boxes[:, [0, 2]] = w - targets.boxes[:, [2, 0]]
+    polys = [None if p is None else [np.stack([w - q[:, 0], q[:, 1]], 1) for q in p]
+             for p in targets.polygons]
+    return np.ascontiguousarray(img[:, ::-1]), Targets(boxes, targets.classes, polys)
+
+
+def flip_ud(img: np.ndarray, targets: Targets) -> Tuple[np.ndarray, Targets]:
+    h = img.shape[0]
+    boxes = targets.boxes.copy()
+    boxes[:, [1, 3]] = h - targets.boxes[:, [3, 1]]
+    polys = [None if p is None else [np.stack([q[:, 0], h - q[:, 1]], 1) for q in p]
+             for p in targets.polygons]
+    return np.ascontiguousarray(img[::-1]), Targets(boxes, targets.classes, polys)

@@ -1,0 +1,463 @@
+"""Dataset mappers of YOLOv7 (Wang et al., "YOLOv7: Trainable bag-of-freebies sets new
+state-of-the-art for real-time object detectors", 2022) for detectron2.
+
+* :class:`YOLOv7MosaicMapper`: the official train-time pipeline (mosaic / mosaic-9, random
+  perspective, mixup, HSV, paste-in, flips, box filter) on detectron2 dataset dicts, with
+  mosaic partners drawn from the whole dataset and a seeded, worker-safe random stream.
+* :func:`build_yolov7_train_loader`: detectron2's train loader with that mapper, the dataset
+  dicts loaded (and serialized) once for both.
+* :func:`build_yolov7_test_mapper`: evaluation resize (long side = ``IMAGE_SIZE``).
+* :class:`CloseMosaicHook`: tells the mapper the trainer's iteration ("close mosaic").
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import weakref
+import zlib
+from collections import Counter
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+from detectron2.config import configurable
+from detectron2.data import DatasetFromList, DatasetMapper, build_detection_train_loader
+from detectron2.data import detection_utils as utils
+from detectron2.data import get_detection_dataset_dicts
+from detectron2.data import transforms as T
+from detectron2.engine.train_loop import HookBase
+from detectron2.structures import Boxes, BoxMode, Instances
+from detectron2.utils import comm
+
+from . import augment as A
+from .augment import Targets
+
+__all__ = [
+    "YOLOv7MosaicMapper",
+    "build_yolov7_train_loader",
+    "build_yolov7_test_mapper",
+    "CloseMosaicHook",
+    "ImageLoadError",
+]
+
+logger = logging.getLogger(__name__)
+
+# Paste-in collects object cut-outs until it has this many (official: 30) ...
+PASTE_MIN_SAMPLES = 30
+# ... from groups of this many random images (official: one 4-mosaic per group) ...
+PASTE_GROUP_SIZE = 4
+# ... but gives up after this many groups (departure: the official loop has no limit, which
+# can read hundreds of images when few of them have polygons).
+PASTE_MAX_GROUPS = 10
+
+
+class ImageLoadError(OSError):
+    """An image of the dataset could not be read; the message names the file."""
+
+
+def _remove_if_owner(path: str, owner_pid: int) -> None:
+    if os.getpid() == owner_pid:  # not in forked dataloader workers, which inherit the object
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+class SharedIteration:
+    """An integer that the main process writes and dataloader workers read: 8 bytes in a
+    temporary file, removed when the creating process drops it.
+
+    Unlike a ``multiprocessing.Value`` it survives any way of reaching a worker: fork,
+    spawn / forkserver (detectron2 cloudpickles the mapper), ``copy.deepcopy`` -- a copy
+    names the same file. A read is one small file read per sample.
+    """
+
+    def __init__(self, value: int = 0):
+        fd, self.path = tempfile.mkstemp(prefix="yolov7_d2_iteration_")
+        os.close(fd)
+        self.set(value)
+        weakref.finalize(self, _remove_if_owner, self.path, os.getpid())
+
+    def set(self, value: int) -> None:
+        with open(self.path, "r+b") as f:
+            f.write(int(value).to_bytes(8, "little", signed=True))
+
+    def get(self) -> int:
+        with open(self.path, "rb") as f:
+            return int.from_bytes(f.read(8), "little", signed=True)
+
+    def __getstate__(self):
+        return {"path": self.path}
+
+    def __setstate__(self, state):
+        self.path = state["path"]
+
+    def __deepcopy__(self, memo):
+        return self  # one shared value
+
+
+class YOLOv7MosaicMapper:
+    """Maps one detectron2 dataset dict to a YOLOv7 training sample (official train-time
+    augmentation of ``utils/datasets.py``).
+
+    Pipeline (``is_train=True``), each step with the probability of its argument:
+
+    1. ``mosaic_prob``: a mosaic of the sample and 3 random dataset images (``mosaic9_prob``
+       of them: 8 images, 9-mosaic), every image first resized so its long side is
+       ``image_size`` (aspect kept, INTER_LINEAR), then :func:`~.augment.random_perspective`
+       crops it back to ``image_size`` square; ``mixup_prob``: a second such mosaic blended
+       in with ratio Beta(8, 8). Otherwise (or once mosaic is closed): the image letterboxed
+       to ``image_size`` square with grey 114 and the same random perspective.
+    2. HSV gains; then ``paste_in_prob``: object cut-outs along their polygons from other
+       random images pasted in (needs polygon annotations: box-only datasets paste nothing,
+       as in the official code). Official order: paste-in after HSV.
+    3. Flips up-down (``flip_ud``) and left-right (``flip_lr``).
+    4. The box filter: the perspective step drops boxes failing ``box_candidates`` (width and
+       height over ``box_min_size`` px, aspect under ``box_max_aspect``, area over
+       ``box_min_area_ratio`` of the pre-warp box times the scale; ``polygon_min_area_ratio``
+       for instances with polygons, whose box is re-fitted around the warped outline); all
+       final boxes are checked again for size and aspect (mixup and paste-in add boxes).
+       Dropped boxes are counted in :attr:`stats` and logged at DEBUG level.
+
+    ``is_train=False`` letterboxes without any randomness (INTER_AREA when shrinking, as the
+    official evaluation); boxes stay in the canvas coordinates. For COCO evaluation, which
+    needs boxes in original image coordinates, use :func:`build_yolov7_test_mapper`.
+
+    Randomness: each call draws from its own ``numpy.random.Generator`` seeded with
+    ``(seed, distributed rank, dataloader worker id + 1, number of calls so far in this
+    process, crc32 of the image_id (of the file_name if there is none))``. Same seed, same
+    dataset, same sampler order and same number of workers give the same samples, whatever
+    the global RNG state (detectron2 reseeds the global RNGs of each worker at random).
+
+    Close mosaic: the current training iteration lives in a :class:`SharedIteration` (a
+    small temporary file) created with the mapper, so that :meth:`set_iteration` in the main
+    process reaches dataloader workers, however they were started. From iteration
+    ``max_iter - close_mosaic_iters`` on, mosaic, mixup and paste-in are off. Batches
+    already prefetched by workers (2 per worker) still come from the old phase.
+
+    Output dict: the input's ``file_name`` / ``image_id``, "image" (C, H, W) uint8 tensor in
+    ``image_format``, "height" = "width" = ``image_size``, "instances" with ``gt_boxes``
+    (xyxy pixels of the output canvas) and ``gt_classes`` (int64). Category ids must be
+    contiguous already (detectron2's dataset loaders map them); crowd annotations are skipped.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        is_train: bool = True,
+        *,
+        dataset_dicts: Optional[Sequence[dict]] = None,
+        image_size: int = 640,
+        image_format: str = "RGB",
+        mosaic_prob: float = 1.0,
+        mosaic9_prob: float = 0.2,
+        mixup_prob: float = 0.15,
+        paste_in_prob: float = 0.15,
+        degrees: float = 0.0,
+        translate: float = 0.2,
+        scale: float = 0.9,
+        shear: float = 0.0,
+        perspective: float = 0.0,
+        hsv_gains: Tuple[float, float, float] = (0.015, 0.7, 0.4),
+        flip_lr: float = 0.5,
+        flip_ud: float = 0.0,
+        box_min_size: float = 2.0,
+        box_max_aspect: float = 20.0,
+        box_min_area_ratio: float = 0.1,
+        polygon_min_area_ratio: float = 0.01,
+        close_mosaic_iters: int = 0,
+        max_iter: int = 0,
+        seed: Optional[int] = 0,
+    ):
+        """
+        Args:
+            is_train (bool): random augmentation (True) or a plain letterbox (False).
+            dataset_dicts (list[dict] or detectron2 DatasetFromList): the whole dataset, where
+                mosaic / mixup / paste-in partners are drawn from (uniformly, with
+                replacement). A list is serialized into a DatasetFromList (compact, shared
+                by forked workers). Needed when any of those probabilities is > 0.
+            image_size (int): side of the square output canvas (long side of each image).
+            image_format (str): "RGB" or "BGR", as detectron2's ``INPUT.FORMAT``.
+            mosaic_prob, mosaic9_prob, mixup_prob, paste_in_prob (float): see the class doc.
+            degrees, translate, scale, shear, perspective (float): random perspective ranges.
+            hsv_gains (tuple[float]): hue, saturation, value gains.
+            flip_lr, flip_ud (float): flip probabilities.
+            box_min_size, box_max_aspect, box_min_area_ratio, polygon_min_area_ratio (float):
+                the box filter (see the class doc).
+            close_mosaic_iters (int): mosaic, mixup and paste-in off for this many last
+                iterations of ``max_iter`` (0: never); the trainer must call
+                :meth:`set_iteration` (see :class:`CloseMosaicHook`).
+            max_iter (int): the training length in iterations.
+            seed (int or None): base seed of the random stream; None draws one from the OS.
+        """
+        if image_format not in ("RGB", "BGR"):
+            raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
+        if close_mosaic_iters > 0 and max_iter <= 0:
+            raise ValueError("close_mosaic_iters > 0 needs max_iter (cfg.SOLVER.MAX_ITER) > 0")
+        needs_partners = is_train and (mosaic_prob > 0 or paste_in_prob > 0)
+        if needs_partners and not dataset_dicts:
+            raise ValueError("mosaic and paste-in draw partner images from the dataset: pass "
+                             "dataset_dicts (the whole list of dataset dicts)")
+        if isinstance(dataset_dicts, list):
+            dataset_dicts = DatasetFromList(dataset_dicts, copy=False, serialize=True)
+        self.dataset = dataset_dicts
+        self.is_train = is_train
+        self.image_size = int(image_size)
+        self.image_format = image_format
+        self.mosaic_prob, self.mosaic9_prob = mosaic_prob, mosaic9_prob
+        self.mixup_prob, self.paste_in_prob = mixup_prob, paste_in_prob
+        self.perspective_args = dict(
+            degrees=degrees, translate=translate, scale=scale, shear=shear,
+            perspective=perspective, min_size=box_min_size, max_aspect=box_max_aspect,
+            min_area_ratio=box_min_area_ratio, polygon_min_area_ratio=polygon_min_area_ratio)
+        self.hsv_gains = tuple(hsv_gains)
+        self.flip_lr_prob, self.flip_ud_prob = flip_lr, flip_ud
+        self.box_min_size, self.box_max_aspect = box_min_size, box_max_aspect
+        self.close_mosaic_iters, self.max_iter = int(close_mosaic_iters), int(max_iter)
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy % (2**63))
+            logger.info("YOLOv7MosaicMapper: no seed given, drew seed %d", seed)
+        self.seed = int(seed)
+        # Shared with dataloader workers (written by the main process only).
+        self._iteration = SharedIteration(0)
+        self._calls = 0
+        #: Counts in this process (each dataloader worker has its own): "samples", "boxes_in"
+        #: (boxes read, mosaic partners included), "crowd_skipped", "dropped_by_filter", "pasted".
+        self.stats: Counter = Counter()
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True, dataset_dicts=None):
+        aug = cfg.INPUT.YOLOV7
+        if dataset_dicts is None and is_train:
+            dataset_dicts = get_detection_dataset_dicts(
+                cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+        return {
+            "is_train": is_train,
+            "dataset_dicts": dataset_dicts,
+            "image_size": aug.IMAGE_SIZE,
+            "image_format": cfg.INPUT.FORMAT,
+            "mosaic_prob": aug.MOSAIC_PROB,
+            "mosaic9_prob": aug.MOSAIC9_PROB,
+            "mixup_prob": aug.MIXUP_PROB,
+            "paste_in_prob": aug.PASTE_IN_PROB,
+            "degrees": aug.DEGREES,
+            "translate": aug.TRANSLATE,
+            "scale": aug.SCALE,
+            "shear": aug.SHEAR,
+            "perspective": aug.PERSPECTIVE,
+            "hsv_gains": (aug.HSV_H, aug.HSV_S, aug.HSV_V),
+            "flip_lr": aug.FLIP_LR,
+            "flip_ud": aug.FLIP_UD,
+            "box_min_size": aug.BOX_MIN_SIZE,
+            "box_max_aspect": aug.BOX_MAX_ASPECT,
+            "box_min_area_ratio": aug.BOX_MIN_AREA_RATIO,
+            "close_mosaic_iters": aug.CLOSE_MOSAIC_ITERS,
+            "max_iter": cfg.SOLVER.MAX_ITER,
+            "seed": cfg.SEED if cfg.SEED >= 0 else None,
+        }
+
+    # ------------------------------------------------------------------ close mosaic
+    def set_iteration(self, iteration: int) -> None:
+        """Tell the mapper (and its dataloader workers) the current training iteration."""
+        self._iteration.set(iteration)
+
+    @property
+    def iteration(self) -> int:
+        return self._iteration.get()
+
+    @property
+    def mosaic_enabled(self) -> bool:
+        """False during the last ``close_mosaic_iters`` iterations."""
+        if self.close_mosaic_iters <= 0:
+            return True  # no file read per sample when close mosaic is off
+        return self.iteration < self.max_iter - self.close_mosaic_iters
+
+    # ------------------------------------------------------------------ loading
+    def _rng(self, dataset_dict: dict) -> np.random.Generator:
+        info = torch.utils.data.get_worker_info()
+        worker = 0 if info is None else info.id + 1
+        self._calls += 1
+        # image_id when there is one: stable when the dataset moves to another directory
+        key = dataset_dict.get("image_id", dataset_dict.get("file_name", ""))
+        key = zlib.crc32(str(key).encode())
+        return np.random.default_rng([self.seed, comm.get_rank(), worker, self._calls, key])
+
+    def _read(self, dataset_dict: dict) -> np.ndarray:
+        file_name = dataset_dict["file_name"]
+        try:
+            image = utils.read_image(file_name, format=self.image_format)
+        except Exception as e:  # PIL / OS errors do not always name the file
+            raise ImageLoadError(f"cannot read image {file_name!r}: {e}") from e
+        utils.check_image_size(dataset_dict, image)
+        return image
+
+    def _targets(self, dataset_dict: dict, scale: float, width: int, height: int) -> Targets:
+        """Annotations (crowd skipped) clipped to the original image, then scaled."""
+        boxes, classes, polygons = [], [], []
+        for obj in dataset_dict.get("annotations", []):
+            if obj.get("iscrowd", 0):
+                self.stats["crowd_skipped"] += 1
+                continue
+            box = BoxMode.convert(list(obj["bbox"]), obj["bbox_mode"], BoxMode.XYXY_ABS)
+            boxes.append(box)
+            classes.append(obj["category_id"])
+            segm = obj.get("segmentation")
+            parts = None
+            if isinstance(segm, list):  # polygons; RLE masks (dicts) fall back to the box
+                parts = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in segm
+                         if len(p) >= 6]
+            polygons.append(parts or None)
+        targets = Targets(np.array(boxes).reshape(-1, 4), classes, polygons)
+        self.stats["boxes_in"] += len(targets)
+        return targets.clip(width, height).affine(scale)
+
+    def _load(self, dataset_dict: dict) -> Tuple[np.ndarray, Targets]:
+        """Image with its long side resized to ``image_size``, and its targets."""
+        image = self._read(dataset_dict)
+        h, w = image.shape[:2]
+        shrink_plainly = not self.is_train and max(h, w) > self.image_size
+        interp = cv2.INTER_AREA if shrink_plainly else cv2.INTER_LINEAR
+        image, r = A.resize_long_side(image, self.image_size, interp)
+        return image, self._targets(dataset_dict, r, w, h)
+
+    def _partner(self, rng: np.random.Generator) -> dict:
+        return self.dataset[int(rng.integers(len(self.dataset)))]
+
+    # ------------------------------------------------------------------ pipeline steps
+    def _mosaic(self, first: dict, rng: np.random.Generator) -> Tuple[np.ndarray, Targets]:
+        nine = rng.random() < self.mosaic9_prob
+        dicts = [first] + [self._partner(rng) for _ in range(8 if nine else 3)]
+        tiles = [self._load(d) for d in dicts]
+        build = A.mosaic9 if nine else A.mosaic4
+        image, targets = build(tiles, self.image_size, rng)
+        return self._perspective(image, targets, rng)
+
+    def _perspective(self, image, targets, rng):
+        image, targets, dropped = A.random_perspective(
+            image, targets, self.image_size, rng, **self.perspective_args)
+        self.stats["dropped_by_filter"] += dropped
+        return image, targets
+
+    def _paste_in(self, image: np.ndarray, targets: Targets, rng) -> Targets:
+        samples: List[A.PasteSample] = []
+        for _ in range(PASTE_MAX_GROUPS):
+            tiles = [self._load(self._partner(rng)) for _ in range(PASTE_GROUP_SIZE)]
+            samples += A.extract_paste_samples(tiles, rng)
+            if len(samples) >= PASTE_MIN_SAMPLES or not samples:
+                break  # official: stop when enough, or when the first group gave nothing
+        before = len(targets)
+        targets = A.paste_in(image, targets, samples, rng)
+        self.stats["pasted"] += len(targets) - before
+        return targets
+
+    def _augment(self, dataset_dict: dict, rng) -> Tuple[np.ndarray, Targets]:
+        mosaic_on = self.mosaic_enabled
+        if mosaic_on and rng.random() < self.mosaic_prob:
+            image, targets = self._mosaic(dataset_dict, rng)
+            if rng.random() < self.mixup_prob:
+                image2, targets2 = self._mosaic(self._partner(rng), rng)
+                image, targets = A.mixup(image, targets, image2, targets2, rng)
+        else:
+            image, targets = self._letterboxed(dataset_dict)
+            image, targets = self._perspective(image, targets, rng)
+        A.augment_hsv(image, self.hsv_gains, rng, rgb=self.image_format == "RGB")
+        if mosaic_on and rng.random() < self.paste_in_prob:
+            targets = self._paste_in(image, targets, rng)
+        if rng.random() < self.flip_ud_prob:
+            image, targets = A.flip_ud(image, targets)
+        if rng.random() < self.flip_lr_prob:
+            image, targets = A.flip_lr(image, targets)
+        return image, targets
+
+    def _letterboxed(self, dataset_dict: dict) -> Tuple[np.ndarray, Targets]:
+        image, targets = self._load(dataset_dict)
+        image, _, (pad_x, pad_y) = A.letterbox(image, self.image_size)
+        return image, targets.affine(1.0, pad_x, pad_y)
+
+    # ------------------------------------------------------------------ call
+    def __call__(self, dataset_dict: dict) -> Dict:
+        """
+        Args:
+            dataset_dict (dict): one detectron2 dataset dict (not modified).
+
+        Returns:
+            dict: see the class docstring.
+        """
+        rng = self._rng(dataset_dict)
+        before = Counter(self.stats)
+        if self.is_train:
+            image, targets = self._augment(dataset_dict, rng)
+        else:
+            image, targets = self._letterboxed(dataset_dict)
+        # Final check on every box (mixup and paste-in add boxes after the perspective filter).
+        size = self.image_size
+        boxes = targets.boxes.copy()
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, size)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, size)
+        keep = A.box_candidates(None, boxes, self.box_min_size, self.box_max_aspect)
+        self.stats["dropped_by_filter"] += int((~keep).sum())
+        self.stats["samples"] += 1
+        if logger.isEnabledFor(logging.DEBUG):
+            this_call = self.stats - before
+            logger.debug("%s: %d boxes out; this sample: %s; totals in this process: %s",
+                         dataset_dict.get("file_name"), int(keep.sum()), dict(this_call),
+                         dict(self.stats))
+
+        out = {k: dataset_dict[k] for k in ("file_name", "image_id") if k in dataset_dict}
+        out["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        out["height"], out["width"] = size, size
+        instances = Instances((size, size))
+        instances.gt_boxes = Boxes(torch.as_tensor(boxes[keep], dtype=torch.float32))
+        instances.gt_classes = torch.as_tensor(targets.classes[keep], dtype=torch.int64)
+        out["instances"] = instances
+        return out
+
+
+def build_yolov7_train_loader(cfg, mapper: Optional[YOLOv7MosaicMapper] = None):
+    """detectron2's ``build_detection_train_loader`` with a :class:`YOLOv7MosaicMapper`.
+
+    The dataset dicts of ``cfg.DATASETS.TRAIN`` are loaded and serialized once, and the same
+    ``DatasetFromList`` feeds the sampler and the mapper's partner draws. Pass your own
+    ``mapper`` (built with ``dataset_dicts``) to keep a handle on it; otherwise one is built
+    from ``cfg``. The mapper is also reachable as ``loader.mapper`` (for
+    :class:`CloseMosaicHook`).
+    """
+    if mapper is None:
+        mapper = YOLOv7MosaicMapper(cfg, is_train=True)
+    if mapper.dataset is None:
+        raise ValueError("the mapper has no dataset_dicts to draw samples from")
+    loader = build_detection_train_loader(cfg, mapper=mapper, dataset=mapper.dataset)
+    loader.mapper = mapper
+    return loader
+
+
+def build_yolov7_test_mapper(cfg) -> DatasetMapper:
+    """Evaluation mapper: long side resized to ``cfg.INPUT.YOLOV7.IMAGE_SIZE`` (up or down,
+    aspect kept, bilinear), no padding here: the model pads the batch to its stride with
+    grey 114. That is the official ``test.py`` letterbox (load_image long side = size, pad to
+    a stride multiple), except that the official rectangular batches add up to half a
+    stride of extra padding. Outputs keep the original "height"/"width" so predictions are
+    rescaled to the original image by the model's postprocessing.
+    """
+    size = cfg.INPUT.YOLOV7.IMAGE_SIZE
+    return DatasetMapper(
+        is_train=False,
+        augmentations=[T.ResizeShortestEdge(short_edge_length=size, max_size=size)],
+        image_format=cfg.INPUT.FORMAT,
+    )
+
+
+class CloseMosaicHook(HookBase):
+    """Passes the trainer's iteration to a :class:`YOLOv7MosaicMapper` before each step, so
+    that it turns mosaic, mixup and paste-in off for the last ``CLOSE_MOSAIC_ITERS``."""
+
+    def __init__(self, mapper: YOLOv7MosaicMapper):
+        self.mapper = mapper
+
+    def before_train(self):
+        self.mapper.set_iteration(self.trainer.iter)
+
+    def before_step(self):
+        self.mapper.set_iteration(self.trainer.iter)

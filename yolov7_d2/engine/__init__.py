@@ -1,0 +1,7 @@
+"""Training: the YOLOv7 trainer, its optimizer, schedule and EMA."""
+from .ema import ModelEMA, unwrap_model
+from .optimizer import build_yolov7_optimizer, yolov7_param_groups
+from .schedule import YOLOv7LRScheduler, accumulation_steps, lr_factor
+from .trainer import YOLOv7Trainer, YOLOv7TrainLoop
+
+__all__ = [k for k in globals().keys() if not k.startswith("_")]

@@ -1,0 +1,172 @@
+"""The YOLOv7 trainer: official optimisation recipe on detectron2's DefaultTrainer."""
+import logging
+import os
+import time
+import weakref
+from typing import Optional
+
+import torch
+
+from detectron2.data import build_detection_test_loader
+from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, hooks
+from detectron2.engine.defaults import create_ddp_model
+from detectron2.evaluation import COCOEvaluator
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from .. import compat
+from ..checkpoint import YOLOv7Checkpointer
+from ..data import (
+    CloseMosaicHook,
+    YOLOv7MosaicMapper,
+    build_yolov7_test_mapper,
+    build_yolov7_train_loader,
+)
+from .ema import ModelEMA, unwrap_model
+from .optimizer import build_yolov7_optimizer
+from .schedule import YOLOv7LRScheduler, accumulation_steps
+
+__all__ = ["YOLOv7TrainLoop", "YOLOv7Trainer"]
+
+logger = logging.getLogger(__name__)
+
+
+class YOLOv7TrainLoop(SimpleTrainer):
+    """One training iteration as official train.py: (optionally mixed-precision) forward and
+    backward every batch, an optimizer step only every ``accumulation(iteration)`` batches
+    (gradient accumulation to the nominal batch), then the EMA update.
+
+    A batch whose loss is not finite is skipped with a warning (training goes on); more than
+    ``max_bad_batches`` in a row raise ``FloatingPointError``.
+    """
+
+    def __init__(self, model, data_loader, optimizer, *, accumulation, ema: Optional[ModelEMA],
+                 amp: bool = False, max_bad_batches: int = 5):
+        super().__init__(model, data_loader, optimizer)
+        self.accumulation, self.ema = accumulation, ema
+        self.amp = amp and torch.cuda.is_available()
+        self.grad_scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.max_bad_batches, self._bad_batches = max_bad_batches, 0
+        self._last_step = -1
+
+    def run_step(self):
+        assert self.model.training, "[YOLOv7TrainLoop] model was changed to eval mode!"
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+        if self._last_step < 0:
+            self._last_step = self.iter - 1
+            self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", enabled=self.amp):
+            loss_dict = self.model(data)
+        losses = sum(loss_dict.values())
+        if not torch.isfinite(losses):
+            self._skip_bad_batch(loss_dict)
+            return
+        self._bad_batches = 0
+        self.grad_scaler.scale(losses).backward()
+        self._write_metrics(loss_dict, data_time)
+        if self.iter - self._last_step >= self.accumulation(self.iter):
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.ema is not None:
+                self.ema.update(self.model)
+            self._last_step = self.iter
+
+    def _skip_bad_batch(self, loss_dict):
+        self._bad_batches += 1
+        values = {k: float(v.detach()) for k, v in loss_dict.items()}
+        logger.warning("Iteration %d: non-finite loss %s; batch skipped (%d in a row).",
+                       self.iter, values, self._bad_batches)
+        if self._bad_batches > self.max_bad_batches:
+            raise FloatingPointError(
+                f"Loss was not finite for {self._bad_batches} batches in a row (last: {values}) "
+                f"at iteration {self.iter}; lower SOLVER.BASE_LR or check the data."
+            )
+
+
+class YOLOv7Trainer(DefaultTrainer):
+    """``DefaultTrainer`` with the YOLOv7 recipe: mosaic data, SGD with three parameter groups,
+    warm-up then cosine/linear decay, gradient accumulation to SOLVER.YOLOV7.NOMINAL_BATCH_SIZE,
+    model EMA (evaluated and checkpointed), optional AMP (SOLVER.AMP.ENABLED)."""
+
+    def __init__(self, cfg):
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = self.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        solver = cfg.SOLVER.YOLOV7
+        self.ema = ModelEMA(model, solver.EMA_DECAY, solver.EMA_TAU) if solver.EMA_DECAY > 0 else None
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = create_ddp_model(model, broadcast_buffers=False)
+        batch, nominal, warmup = cfg.SOLVER.IMS_PER_BATCH, solver.NOMINAL_BATCH_SIZE, cfg.SOLVER.WARMUP_ITERS
+        self._trainer = YOLOv7TrainLoop(
+            model, data_loader, optimizer, ema=self.ema, amp=cfg.SOLVER.AMP.ENABLED,
+            accumulation=lambda it: accumulation_steps(it, warmup, batch, nominal),
+        )
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        extra = {"ema": self.ema} if self.ema is not None else {}
+        self.checkpointer = YOLOv7Checkpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self),
+                                               **extra)
+        self.start_iter, self.max_iter, self.cfg = 0, cfg.SOLVER.MAX_ITER, cfg
+        self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        batch, nominal = cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.YOLOV7.NOMINAL_BATCH_SIZE
+        accumulate = max(round(nominal / batch), 1)
+        # Official: weight_decay *= batch * accumulate / nominal batch.
+        return build_yolov7_optimizer(
+            model, base_lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,
+            weight_decay=cfg.SOLVER.WEIGHT_DECAY * batch * accumulate / nominal,
+            nesterov=cfg.SOLVER.YOLOV7.NESTEROV,
+        )
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        solver = cfg.SOLVER.YOLOV7
+        return YOLOv7LRScheduler(
+            optimizer, max_iter=cfg.SOLVER.MAX_ITER, warmup_iters=cfg.SOLVER.WARMUP_ITERS,
+            warmup_bias_lr=solver.WARMUP_BIAS_LR, warmup_momentum=solver.WARMUP_MOMENTUM,
+            momentum=cfg.SOLVER.MOMENTUM, final_ratio=solver.FINAL_LR_RATIO, decay=solver.LR_DECAY,
+        )
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_yolov7_train_loader(cfg)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(cfg, dataset_name, mapper=build_yolov7_test_mapper(cfg))
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        # The C++ COCOeval needs detectron2._C; pycocotools gives the same numbers, slower.
+        return COCOEvaluator(dataset_name, output_dir=output_folder,
+                             use_fast_impl=compat.HAS_D2_C)
+
+    def build_hooks(self):
+        cfg = self.cfg
+        ret = [hooks.IterationTimer(), hooks.LRScheduler()]
+        mapper = getattr(self._trainer.data_loader, "mapper", None)
+        if isinstance(mapper, YOLOv7MosaicMapper):
+            ret.append(CloseMosaicHook(mapper))
+        if comm.is_main_process():
+            ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
+
+        def test_and_save_results():
+            self._last_eval_results = self.test(self.cfg, self.model_for_evaluation())
+            return self._last_eval_results
+
+        ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, test_and_save_results))
+        if comm.is_main_process():
+            ret.append(hooks.PeriodicWriter(self.build_writers(), period=20))
+        return ret
+
+    def model_for_evaluation(self):
+        """The EMA model when EMA is on (official: the EMA weights are evaluated), else the model."""
+        return self.ema.ema if self.ema is not None else unwrap_model(self.model)
