@@ -1,0 +1,17 @@
+"""Real datasets reachable from package registries, prepared into a local cache
+(``$YOLOV7_D2_DATASETS``, default ``datasets/`` in the checkout) and registered with
+detectron2 on request: nothing is registered or downloaded at import time."""
+from .common import ENV_VAR, datasets_root
+from .deepforest import deepforest_dir, prepare_deepforest, register_deepforest
+from .labelme import labelme_dir, prepare_labelme_examples, register_labelme_examples
+
+__all__ = [
+    "ENV_VAR",
+    "datasets_root",
+    "deepforest_dir",
+    "prepare_deepforest",
+    "register_deepforest",
+    "labelme_dir",
+    "prepare_labelme_examples",
+    "register_labelme_examples",
+]

@@ -1,0 +1,257 @@
+"""DeepForest trees: real NEON aerial RGB images with hand-labelled tree crowns, as shipped
+in the PyPI wheel ``deepforest==2.1.0`` (MIT licence, ``deepforest/data/``), tiled into a
+small one-class COCO detection dataset.
+
+Preparation (:func:`prepare_deepforest`, idempotent):
+
+1. ``python -m pip download --no-deps --only-binary :all: deepforest==2.1.0`` (the package
+   registry is the only source), sha256 checked against :data:`WHEEL_SHA256`.
+2. Every image of ``deepforest/data/`` with a Pascal VOC xml (4 images, 951 boxes) is read
+   from the wheel. Images at least one tile wide and high (the two 2019_YELL crops,
+   2299x2472 and 1249x1035, 853 boxes) are cut into non-overlapping :data:`TILE` px tiles
+   from the top-left corner; the remainder at the right / bottom edges is not used, and
+   the two 400x400 images (smaller than a tile) are skipped.
+3. A box goes to every tile it overlaps, clipped to it, if the clipped part keeps at least
+   :data:`MIN_VISIBLE_FRACTION` of its area (smaller slivers are dropped; the mapper's box
+   filter would drop most of them anyway). All labels (Tree, and Alive / Dead in the
+   skipped SOAP image) become the one class ``tree``.
+4. Split: tiles are numbered in reading order (source images sorted by name, rows top to
+   bottom, tiles left to right); every third tile (number % 3 == 2) is validation. Result:
+   21 train tiles / 503 boxes, 10 val tiles / 231 boxes.
+5. Tiles (PNG) and ``annotations/{train,val}.json`` (COCO, ids from 1) are written under the
+   dataset directory with a ``manifest.json`` of checksums; a later call with a valid
+   manifest does nothing.
+"""
+from __future__ import annotations
+
+import glob
+import io
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+import zipfile
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .common import (
+    Manifest,
+    datasets_root,
+    preparation_lock,
+    register_lazy_coco,
+    sha256_of,
+    write_json,
+)
+
+__all__ = [
+    "REQUIREMENT",
+    "WHEEL_SHA256",
+    "TILE",
+    "MIN_VISIBLE_FRACTION",
+    "deepforest_dir",
+    "fetch_deepforest_wheel",
+    "tile_boxes",
+    "build_deepforest_tiles",
+    "prepare_deepforest",
+    "register_deepforest",
+]
+
+logger = logging.getLogger(__name__)
+
+REQUIREMENT = "deepforest==2.1.0"
+#: sha256 of deepforest-2.1.0-py3-none-any.whl as observed on PyPI (20,639,595 bytes).
+WHEEL_SHA256 = "8c2798d8e9be7f0004b194fe207b76c1d9fff6e711b3db67b9508dcd5d00ae54"
+#: Tile side in pixels.
+TILE = 416
+#: A clipped box is kept if it keeps at least this fraction of its original area.
+MIN_VISIBLE_FRACTION = 0.05
+#: Every VAL_EVERY-th tile (number % VAL_EVERY == VAL_EVERY - 1) is validation.
+VAL_EVERY = 3
+CLASSES = ["tree"]
+SPLITS = ("train", "val")
+DATA_PREFIX = "deepforest/data/"
+# Bump when the tiling / split rule changes: prepared copies with another version are redone.
+PREP_VERSION = f"deepforest-2.1.0/tile{TILE}/min{MIN_VISIBLE_FRACTION}/val{VAL_EVERY}/v1"
+
+
+def deepforest_dir(root: Optional[str | Path] = None) -> Path:
+    """The dataset directory: ``root`` or ``<datasets_root()>/deepforest``."""
+    return Path(root) if root else datasets_root() / "deepforest"
+
+
+def fetch_deepforest_wheel(download_dir: Path) -> Path:
+    """The deepforest wheel in ``download_dir`` (downloaded with pip if absent), checked."""
+    download_dir = Path(download_dir)
+    found = sorted(glob.glob(str(download_dir / "deepforest-2.1.0-*.whl")))
+    if not found or sha256_of(Path(found[0])) != WHEEL_SHA256:
+        download_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+               "--disable-pip-version-check", "-q", REQUIREMENT, "-d", str(download_dir)]
+        logger.info("downloading the %s wheel: %s", REQUIREMENT, " ".join(cmd))
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"`{' '.join(cmd)}` failed (exit {proc.returncode}); the DeepForest data comes "
+                f"from the PyPI wheel {REQUIREMENT} and needs access to PyPI or a pip mirror. "
+                f"pip said:\n{proc.stderr[-2000:]}")
+        found = sorted(glob.glob(str(download_dir / "deepforest-2.1.0-*.whl")))
+        if not found:
+            raise RuntimeError(f"pip reported success but no deepforest wheel is in {download_dir}")
+    wheel = Path(found[0])
+    digest = sha256_of(wheel)
+    if digest != WHEEL_SHA256:
+        raise RuntimeError(f"{wheel}: sha256 {digest} != expected {WHEEL_SHA256}; delete it "
+                           "and try again, or check your package index")
+    return wheel
+
+
+def _parse_voc(xml_bytes: bytes) -> Tuple[str, int, int, np.ndarray]:
+    """(image file name, width, height, (N, 4) xyxy boxes) of a Pascal VOC annotation."""
+    root = ET.fromstring(xml_bytes)
+    size = root.find("size")
+    width, height = int(size.findtext("width")), int(size.findtext("height"))
+    boxes = [[float(obj.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax")]
+             for obj in root.iter("object")]
+    return root.findtext("filename"), width, height, np.array(boxes).reshape(-1, 4)
+
+
+def tile_boxes(width: int, height: int, boxes: np.ndarray, tile: int = TILE,
+               min_visible: float = MIN_VISIBLE_FRACTION) -> List[Tuple[int, int, np.ndarray]]:
+    """Non-overlapping ``tile`` squares from the top-left corner (rows, then columns; edges
+    that do not fill a whole tile are left out), each with its boxes: those overlapping it,
+    clipped and shifted into tile coordinates, if they keep ``min_visible`` of their area.
+
+    Returns a list of (x0, y0, (M, 4) xyxy boxes in the tile)."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    tiles = []
+    for y0 in range(0, height - tile + 1, tile):
+        for x0 in range(0, width - tile + 1, tile):
+            clipped = boxes.copy()
+            clipped[:, [0, 2]] = clipped[:, [0, 2]].clip(x0, x0 + tile)
+            clipped[:, [1, 3]] = clipped[:, [1, 3]].clip(y0, y0 + tile)
+            cw, ch = clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1]
+            keep = (cw > 0) & (ch > 0) & (cw * ch >= min_visible * area)
+            tiles.append((x0, y0, clipped[keep] - [x0, y0, x0, y0]))
+    return tiles
+
+
+def _read_sources(wheel: Path) -> List[Tuple[str, np.ndarray, np.ndarray]]:
+    """(stem, HxWx3 RGB image, boxes) of every VOC-annotated image in the wheel's data."""
+    from PIL import Image
+
+    sources = []
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        xml_names = sorted(n for n in names if n.startswith(DATA_PREFIX) and n.endswith(".xml"))
+        for xml_name in xml_names:
+            file_name, width, height, boxes = _parse_voc(z.read(xml_name))
+            image_name = DATA_PREFIX + file_name
+            if image_name not in names:
+                raise RuntimeError(f"{wheel}: {xml_name} names {file_name}, not in the wheel")
+            with Image.open(io.BytesIO(z.read(image_name))) as im:
+                image = np.asarray(im.convert("RGB"))
+            if image.shape[:2] != (height, width):
+                raise RuntimeError(f"{wheel}: {image_name} is {image.shape[1]}x{image.shape[0]}, "
+                                   f"its xml says {width}x{height}")
+            sources.append((Path(file_name).stem, image, boxes))
+    return sources
+
+
+def build_deepforest_tiles(wheel: Path, out_dir: Path, tile: int = TILE,
+                           min_visible: float = MIN_VISIBLE_FRACTION) -> Dict[str, dict]:
+    """Tile the wheel's annotated images into ``out_dir`` (``{split}/*.png`` and
+    ``annotations/{split}.json``). No checksum or manifest here (see
+    :func:`prepare_deepforest`). Returns per split: {"images", "boxes", "files"}."""
+    from PIL import Image
+
+    out_dir = Path(out_dir)
+    coco = {s: {"images": [], "annotations": [],
+                "categories": [{"id": 1, "name": "tree", "supercategory": "plant"}]}
+            for s in SPLITS}
+    files: List[str] = []
+    number = 0
+    skipped = []
+    for stem, image, boxes in _read_sources(wheel):
+        h, w = image.shape[:2]
+        if h < tile or w < tile:
+            skipped.append(f"{stem} ({w}x{h}, {len(boxes)} boxes)")
+            continue
+        for x0, y0, tile_boxes_ in tile_boxes(w, h, boxes, tile, min_visible):
+            split = SPLITS[1] if number % VAL_EVERY == VAL_EVERY - 1 else SPLITS[0]
+            number += 1
+            rel = f"{split}/{stem}_x{x0:04d}_y{y0:04d}.png"
+            (out_dir / split).mkdir(parents=True, exist_ok=True)
+            crop = np.ascontiguousarray(image[y0:y0 + tile, x0:x0 + tile])
+            Image.fromarray(crop).save(out_dir / rel)
+            files.append(rel)
+            data = coco[split]
+            image_id = len(data["images"]) + 1
+            data["images"].append({"id": image_id, "file_name": rel, "width": tile,
+                                   "height": tile, "source": stem, "x0": x0, "y0": y0})
+            for x1, y1, x2, y2 in tile_boxes_.tolist():
+                data["annotations"].append({
+                    "id": len(data["annotations"]) + 1, "image_id": image_id, "category_id": 1,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
+                    "iscrowd": 0})
+    if skipped:
+        logger.info("DeepForest: images smaller than one %d px tile, not used: %s",
+                    tile, ", ".join(skipped))
+    counts = {}
+    for split in SPLITS:
+        rel = f"annotations/{split}.json"
+        write_json(out_dir / rel, coco[split])
+        files.append(rel)
+        counts[split] = {"images": len(coco[split]["images"]),
+                         "boxes": len(coco[split]["annotations"])}
+    return {"counts": counts, "files": files}
+
+
+def prepare_deepforest(root: Optional[str | Path] = None, force: bool = False) -> Dict[str, object]:
+    """Make the tiled DeepForest dataset exist under ``deepforest_dir(root)`` (see the module
+    doc); nothing is done when a valid manifest is there, unless ``force``.
+
+    Returns {"root", "image_root", "train_json", "val_json", "counts"}."""
+    out_dir = deepforest_dir(root)
+    manifest = Manifest(out_dir, PREP_VERSION)
+    data = None if force else manifest.load_if_valid()
+    if data is None:
+        with preparation_lock(out_dir):
+            data = _prepare_locked(out_dir, manifest, force)
+    return {"root": out_dir, "image_root": out_dir, "counts": data["counts"],
+            **{f"{s}_json": out_dir / "annotations" / f"{s}.json" for s in SPLITS}}
+
+
+def _prepare_locked(out_dir: Path, manifest: Manifest, force: bool) -> dict:
+    data = None if force else manifest.load_if_valid()  # another process may have finished
+    if data is None:
+        wheel = fetch_deepforest_wheel(out_dir / "_download")
+        with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+            built = build_deepforest_tiles(wheel, Path(tmp))
+            for old in ("annotations", *SPLITS):  # leftovers of another preparation version
+                shutil.rmtree(out_dir / old, ignore_errors=True)
+            for rel in built["files"]:  # move into place only once everything is written
+                (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+                (Path(tmp) / rel).replace(out_dir / rel)
+        data = manifest.write(built["files"], source=REQUIREMENT, source_sha256=WHEEL_SHA256,
+                              counts=built["counts"])
+        logger.info("DeepForest prepared in %s: %s", out_dir, data["counts"])
+    return data
+
+
+def register_deepforest(root: Optional[str | Path] = None) -> List[str]:
+    """Register ``deepforest_trees_train`` and ``deepforest_trees_val`` (one class,
+    ``tree``). Nothing is downloaded now: the data is prepared when a split is first loaded
+    (``DatasetCatalog.get``). Returns the registered names."""
+    out_dir = deepforest_dir(root)
+    names = []
+    for split in SPLITS:
+        name = f"deepforest_trees_{split}"
+        register_lazy_coco(name, out_dir / "annotations" / f"{split}.json", out_dir, CLASSES,
+                           prepare=lambda: prepare_deepforest(out_dir))
+        names.append(name)
+    return names
