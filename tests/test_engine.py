@@ -86,3 +86,23 @@ def test_ema_follows_official_decay():
     other.load_state_dict(state)
     assert other.updates == 1 and torch.equal(other.ema[0].weight, ema.ema[0].weight)
     assert not any(p.requires_grad for p in ema.ema.parameters())
+
+
+def test_multi_scale_resizes_images_and_boxes_together():
+    from detectron2.structures import Boxes, Instances
+    from yolov7_d2.engine import MultiScale
+
+    sizes = set()
+    scaler = MultiScale(image_size=64, stride=32, seed=3)
+    for _ in range(20):
+        instances = Instances((64, 64), gt_boxes=Boxes(torch.tensor([[8.0, 16.0, 40.0, 48.0]])),
+                              gt_classes=torch.tensor([0]))
+        batch = [{"image": torch.zeros(3, 64, 64, dtype=torch.uint8), "instances": instances}]
+        (sample,) = scaler(batch)
+        h, w = sample["image"].shape[-2:]
+        sizes.add(h)
+        assert h == w and h % 32 == 0 and 32 <= h <= 96 + 32
+        assert sample["instances"].image_size == (h, w)
+        expected = torch.tensor([[8.0, 16.0, 40.0, 48.0]]) * h / 64
+        assert torch.allclose(sample["instances"].gt_boxes.tensor, expected)
+    assert len(sizes) > 1

@@ -26,6 +26,12 @@ def add_yolov7_config(cfg: CN) -> None:
     yolo.AUX_HEAD = True
     # Deploy form: plain Detect head without implicit knowledge and without auxiliary head.
     yolo.DEPLOY = False
+    # Build the re-parameterized (fused) structure, to load checkpoints written by
+    # tools/reparameterize.py: BN folded, RepConv merged, implicit folded, no aux head.
+    yolo.REPARAMETERIZED = False
+    # At training start, measure the best possible recall of the anchors on the training boxes
+    # and warn (with the numbers) below this; 0 disables the check.
+    yolo.ANCHOR_CHECK_MIN_BPR = 0.98
     # Inference: candidates need objectness and score above this (official test.py: 0.001).
     yolo.CONF_THRESH_TEST = 0.001
     # Inference: IoU threshold of the class-wise NMS (official test.py: 0.65).
@@ -86,6 +92,33 @@ def add_yolov7_config(cfg: CN) -> None:
     aug.BOX_MIN_AREA_RATIO = 0.1
     # Turn mosaic/mixup/paste-in off for the last N iterations ("close mosaic"); 0 = never.
     aug.CLOSE_MOSAIC_ITERS = 0
+    # Official --multi-scale: each batch resized by a random factor so its long side is in
+    # [0.5, 1.5] x IMAGE_SIZE, rounded to the model stride.
+    aug.MULTI_SCALE = False
+
+    # Research backbones: any timm model as the bottom-up part (MODEL.YOLOV7.BOTTOM_UP:
+    # "build_timm_backbone").
+    cfg.MODEL.TIMM = CN()
+    # timm model name, e.g. "convnext_tiny", "pvt_v2_b0", "swin_tiny_patch4_window7_224".
+    cfg.MODEL.TIMM.NAME = "convnext_tiny"
+    # timm feature indices to expose (features_only out_indices); empty: the last three.
+    cfg.MODEL.TIMM.OUT_INDICES = []
+    # Load timm's pretrained weights (needs the weights in the local cache: no hub access here).
+    cfg.MODEL.TIMM.PRETRAINED = False
+
+    # Dataset files in YOLO / VOC formats.
+    cfg.DATASETS.YOLOV7 = CN()
+    # A malformed label file or line: "error" (raise naming file and line) or "skip" (log it).
+    cfg.DATASETS.YOLOV7.ON_BAD_LABEL = "error"
+
+    # Evaluation extras.
+    cfg.TEST.YOLOV7 = CN()
+    # COCO metric implementation: "pycocotools" or "faster_coco_eval" (same numbers, faster).
+    cfg.TEST.YOLOV7.EVAL_BACKEND = "pycocotools"
+    # Write results csv, PR / F1 curves, confusion matrix and prediction images into OUTPUT_DIR.
+    cfg.TEST.YOLOV7.ARTIFACTS = True
+    # Validation images drawn with their predictions per evaluation.
+    cfg.TEST.YOLOV7.NUM_VIS_IMAGES = 8
 
     # Optimisation (official train.py); the base LR, momentum, weight decay and MAX_ITER are the
     # usual SOLVER keys.

@@ -2,6 +2,6 @@
 from .ema import ModelEMA, unwrap_model
 from .optimizer import build_yolov7_optimizer, yolov7_param_groups
 from .schedule import YOLOv7LRScheduler, accumulation_steps, lr_factor
-from .trainer import YOLOv7Trainer, YOLOv7TrainLoop
+from .trainer import MultiScale, YOLOv7Trainer, YOLOv7TrainLoop
 
 __all__ = [k for k in globals().keys() if not k.startswith("_")]

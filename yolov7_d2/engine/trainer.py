@@ -1,15 +1,19 @@
 """The YOLOv7 trainer: official optimisation recipe on detectron2's DefaultTrainer."""
 import logging
+import math
 import os
+import random
 import time
 import weakref
 from typing import Optional
 
 import torch
+from torch.nn import functional as F
 
 from detectron2.data import build_detection_test_loader
 from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.engine.defaults import create_ddp_model
+from detectron2.structures import Boxes, Instances
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -26,9 +30,38 @@ from .ema import ModelEMA, unwrap_model
 from .optimizer import build_yolov7_optimizer
 from .schedule import YOLOv7LRScheduler, accumulation_steps
 
-__all__ = ["YOLOv7TrainLoop", "YOLOv7Trainer"]
+__all__ = ["YOLOv7TrainLoop", "YOLOv7Trainer", "MultiScale"]
 
 logger = logging.getLogger(__name__)
+
+
+class MultiScale:
+    """Official ``--multi-scale``: resize a whole mapped batch by one random factor so that
+    its long side becomes a random multiple of ``stride`` in [0.5, 1.5] x ``image_size``
+    (bilinear), scaling the ground-truth boxes with it."""
+
+    def __init__(self, image_size: int, stride: int, seed: int = 0):
+        self.image_size, self.stride = image_size, stride
+        self.rng = random.Random(seed)
+
+    def __call__(self, batch):
+        low, high = int(self.image_size * 0.5), int(self.image_size * 1.5) + self.stride
+        target = self.rng.randrange(low, high) // self.stride * self.stride
+        for sample in batch:
+            image = sample["image"]
+            h, w = image.shape[-2:]
+            factor = target / max(h, w)
+            new_h = math.ceil(h * factor / self.stride) * self.stride
+            new_w = math.ceil(w * factor / self.stride) * self.stride
+            sample["image"] = F.interpolate(image[None].float(), size=(new_h, new_w),
+                                            mode="bilinear", align_corners=False)[0]
+            if "instances" in sample:
+                instances = sample["instances"]
+                boxes = instances.gt_boxes.tensor * torch.tensor([new_w / w, new_h / h] * 2)
+                sample["instances"] = Instances((new_h, new_w), gt_boxes=Boxes(boxes),
+                                                gt_classes=instances.gt_classes)
+            sample["height"], sample["width"] = new_h, new_w
+        return batch
 
 
 class YOLOv7TrainLoop(SimpleTrainer):
@@ -41,9 +74,10 @@ class YOLOv7TrainLoop(SimpleTrainer):
     """
 
     def __init__(self, model, data_loader, optimizer, *, accumulation, ema: Optional[ModelEMA],
-                 amp: bool = False, max_bad_batches: int = 5):
+                 amp: bool = False, multi_scale: Optional[MultiScale] = None,
+                 max_bad_batches: int = 5):
         super().__init__(model, data_loader, optimizer)
-        self.accumulation, self.ema = accumulation, ema
+        self.accumulation, self.ema, self.multi_scale = accumulation, ema, multi_scale
         self.amp = amp and torch.cuda.is_available()
         self.grad_scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.max_bad_batches, self._bad_batches = max_bad_batches, 0
@@ -53,6 +87,8 @@ class YOLOv7TrainLoop(SimpleTrainer):
         assert self.model.training, "[YOLOv7TrainLoop] model was changed to eval mode!"
         start = time.perf_counter()
         data = next(self._data_loader_iter)
+        if self.multi_scale is not None:
+            data = self.multi_scale(data)
         data_time = time.perf_counter() - start
         if self._last_step < 0:
             self._last_step = self.iter - 1
@@ -103,9 +139,14 @@ class YOLOv7Trainer(DefaultTrainer):
         data_loader = self.build_train_loader(cfg)
         model = create_ddp_model(model, broadcast_buffers=False)
         batch, nominal, warmup = cfg.SOLVER.IMS_PER_BATCH, solver.NOMINAL_BATCH_SIZE, cfg.SOLVER.WARMUP_ITERS
+        multi_scale = None
+        if cfg.INPUT.YOLOV7.MULTI_SCALE:
+            stride = unwrap_model(model).backbone.size_divisibility
+            multi_scale = MultiScale(cfg.INPUT.YOLOV7.IMAGE_SIZE, stride, seed=max(cfg.SEED, 0))
         self._trainer = YOLOv7TrainLoop(
             model, data_loader, optimizer, ema=self.ema, amp=cfg.SOLVER.AMP.ENABLED,
             accumulation=lambda it: accumulation_steps(it, warmup, batch, nominal),
+            multi_scale=multi_scale,
         )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         extra = {"ema": self.ema} if self.ema is not None else {}

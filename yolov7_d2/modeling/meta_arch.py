@@ -12,6 +12,7 @@ from detectron2.structures import Boxes, ImageList, Instances
 
 from .arch import get_arch
 from .head import YOLOv7Head
+from .reparam import reparameterize
 from .loss import YOLOv7Loss, build_yolov7_loss
 
 __all__ = ["YOLOv7", "decode_predictions"]
@@ -74,6 +75,7 @@ class YOLOv7(DenseDetector):
         max_nms_candidates: int = 30000,
         multi_label: bool = True,
         loss: Optional[nn.Module] = None,
+        reparameterized: bool = False,
     ):
         """
         Args:
@@ -87,6 +89,8 @@ class YOLOv7(DenseDetector):
                 above it; nms_thresh: IoU of the class-wise NMS; max_detections: per image.
             max_nms_candidates: highest-scoring candidates kept before NMS.
             multi_label: a box may be reported once for each class above ``conf_thresh``.
+            reparameterized: build the fused deploy structure (see :func:`reparameterize`),
+                to load checkpoints written by tools/reparameterize.py; eval mode only.
             loss: the training loss, called as ``loss(lead_maps, aux_maps_or_None, gt_boxes,
                 gt_classes, anchors, strides)`` -> dict of losses; None: ``YOLOv7Loss`` with
                 the official P5 hyper-parameters for 640-pixel images.
@@ -112,6 +116,8 @@ class YOLOv7(DenseDetector):
             loss = YOLOv7Loss(num_classes=num_classes, **YOLOv7Loss.official_gains(
                 num_classes, len(head_in_features)))
         self.loss = loss
+        if reparameterized:
+            reparameterize(self)
 
     @classmethod
     def from_config(cls, cfg):
@@ -137,6 +143,7 @@ class YOLOv7(DenseDetector):
             "max_detections": cfg.TEST.DETECTIONS_PER_IMAGE,
             "max_nms_candidates": yolo.MAX_NMS_CANDIDATES_TEST,
             "multi_label": yolo.MULTI_LABEL_TEST,
+            "reparameterized": yolo.REPARAMETERIZED,
             "loss": build_yolov7_loss(cfg, num_levels=len(names)),
         }
 
