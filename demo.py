@@ -82,6 +82,15 @@ def get_parser() -> argparse.ArgumentParser:
              "(default: %(default)s, as the official detect.py).",
     )
     parser.add_argument(
+        "--onnx", metavar="FILE",
+        help="run an ONNX model written by tools/export_onnx.py with onnxruntime instead of "
+             "the PyTorch model (MODEL.WEIGHTS is then not used; the config still gives the "
+             "class names and NUM_CLASSES, which must match). Each image is resized to fit "
+             "the ONNX input (aspect kept) and padded with grey 114. A raw export is decoded "
+             "and NMS'd with the thresholds below; an --end2end export uses the NMS it was "
+             "exported with (a higher --confidence-threshold is applied on top).",
+    )
+    parser.add_argument(
         "--opts", default=[], nargs=argparse.REMAINDER, metavar="KEY VALUE",
         help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS model.pth "
              "MODEL.DEVICE cpu. MODEL.DEVICE defaults to cuda; when CUDA is not available and "
@@ -334,6 +343,21 @@ def run_on_video(predictor, video: str, capture, out_path: Optional[str]) -> Non
             writer.release()
 
 
+def onnx_predictor(path: str, cfg):
+    """A yolov7_d2.export.onnx.ONNXPredictor (same interface as YOLOv7Predictor); DemoError
+    when onnxruntime is missing or the file cannot be used."""
+    try:
+        from yolov7_d2.export.onnx import ONNXExportError, ONNXPredictor
+        import onnxruntime  # noqa: F401
+    except ImportError as e:
+        raise DemoError(f"--onnx needs onnx and onnxruntime ({e}); install them with "
+                        "pip install onnx onnxruntime") from e
+    try:
+        return ONNXPredictor(path, cfg)
+    except ONNXExportError as e:
+        raise DemoError(str(e)) from e
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the demo; returns the exit status (0 ok, 1 error). argparse errors exit with 2."""
     args = get_parser().parse_args(argv)
@@ -348,12 +372,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             images = collect_images(args.input)
             outputs = (output_paths([p for p, _ in images], args.output) if args.output
                        else [None] * len(images))
-        from yolov7_d2.predictor import YOLOv7Predictor
-
         t = time.perf_counter()
-        predictor = YOLOv7Predictor(cfg)
-        logger.info("Model %s on %s ready in %.2fs (weights: %s)", cfg.MODEL.YOLOV7.ARCH,
-                    cfg.MODEL.DEVICE, time.perf_counter() - t, cfg.MODEL.WEIGHTS or "random")
+        if args.onnx:
+            predictor = onnx_predictor(args.onnx, cfg)
+            logger.info("ONNX model %s (%s outputs) ready in onnxruntime in %.2fs", args.onnx,
+                        predictor.info["format"], time.perf_counter() - t)
+        else:
+            from yolov7_d2.predictor import YOLOv7Predictor
+
+            predictor = YOLOv7Predictor(cfg)
+            logger.info("Model %s on %s ready in %.2fs (weights: %s)", cfg.MODEL.YOLOV7.ARCH,
+                        cfg.MODEL.DEVICE, time.perf_counter() - t, cfg.MODEL.WEIGHTS or "random")
         if capture is not None:
             run_on_video(predictor, args.video_input, capture, out_video)
         else:

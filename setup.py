@@ -16,6 +16,8 @@ from setuptools import find_packages, setup
 install_requires = [
     "fvcore",
     "pycocotools",
+    # TEST.YOLOV7.EVAL_BACKEND "faster_coco_eval": pycocotools' numbers, several times faster.
+    "faster-coco-eval>=1.8",
     "opencv-python-headless",
     "timm",
     "numpy",
@@ -39,7 +41,12 @@ extras_require = {
         # own requirements pin numpy<1.24.
         "requests",
         "scipy",
+        # ONNX export tests (tools/export_onnx.py, demo.py --onnx)
+        "onnx",
+        "onnxruntime",
     ],
+    # ONNX export and onnxruntime inference (tested with onnx 1.23.2, onnxruntime 1.31.1)
+    "export": ["onnx", "onnxruntime"],
 }
 
 setup(

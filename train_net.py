@@ -6,6 +6,9 @@ Examples:
     python train_net.py --config-file configs/coco/yolov7.yaml --resume
     python train_net.py --config-file configs/coco/yolov7.yaml --eval-only MODEL.WEIGHTS out/model_final.pth
 
+    python train_net.py --config-file configs/coco/yolov7-tiny.yaml --yolo-data my/data.yaml
+    python train_net.py --config-file configs/coco/yolov7-tiny.yaml --voc-root VOCdevkit/VOC2007
+
 Trailing KEY VALUE pairs override config keys (see yolov7_d2/config.py for the YOLOv7 ones).
 Evaluation uses the EMA weights when the checkpoint has them (the official final model).
 """
@@ -14,9 +17,11 @@ import logging
 import yolov7_d2  # noqa: F401  (detectron2 compat shims, registrations)
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 from yolov7_d2.checkpoint import YOLOv7Checkpointer
 from yolov7_d2.config import load_config
 from yolov7_d2.data import register_deepforest, register_labelme_examples
+from yolov7_d2.data.datasets.yolo_format import add_dataset_arguments, apply_dataset_arguments
 from yolov7_d2.engine import YOLOv7Trainer
 
 logger = logging.getLogger("yolov7_d2")
@@ -25,8 +30,17 @@ logger = logging.getLogger("yolov7_d2")
 def setup(args):
     """Config from --config-file and trailing options, frozen, with detectron2's setup."""
     cfg = load_config(args.config_file, args.opts)
+    # --yolo-data / --voc-root: register the dataset, point DATASETS.* / NUM_CLASSES at it.
+    apply_dataset_arguments(cfg, args)
     cfg.freeze()
     default_setup(cfg, args)
+    # This package's own messages (dataset checks, anchor check) in the console and log.txt,
+    # at INFO (the mapper's per-sample DEBUG lines stay off); still propagated, so that
+    # handlers on the root logger (pytest's caplog, a user's) see them as before.
+    yolo_logger = setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(),
+                               name="yolov7_d2", abbrev_name="yolov7")
+    yolo_logger.setLevel(logging.INFO)
+    yolo_logger.propagate = True
     # Lazy: data is fetched and prepared only when a registered split is first loaded.
     register_deepforest()
     register_labelme_examples()
@@ -51,6 +65,7 @@ def main(args):
 
 def parse_args(argv=None):
     parser = default_argument_parser(epilog=__doc__)
+    add_dataset_arguments(parser)
     return parser.parse_args(argv)
 
 

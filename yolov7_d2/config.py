@@ -105,6 +105,8 @@ def add_yolov7_config(cfg: CN) -> None:
     cfg.MODEL.TIMM.OUT_INDICES = []
     # Load timm's pretrained weights (needs the weights in the local cache: no hub access here).
     cfg.MODEL.TIMM.PRETRAINED = False
+    # With PRETRAINED: a local weights file to load instead of the hub (timm's "file" overlay).
+    cfg.MODEL.TIMM.PRETRAINED_FILE = ""
 
     # Dataset files in YOLO / VOC formats.
     cfg.DATASETS.YOLOV7 = CN()

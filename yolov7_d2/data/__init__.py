@@ -14,6 +14,8 @@ from .datasets import (
     prepare_labelme_examples,
     register_deepforest,
     register_labelme_examples,
+    register_voc_dataset,
+    register_yolo_dataset,
 )
 
 __all__ = [
@@ -27,4 +29,6 @@ __all__ = [
     "prepare_labelme_examples",
     "register_deepforest",
     "register_labelme_examples",
+    "register_yolo_dataset",
+    "register_voc_dataset",
 ]

@@ -30,7 +30,9 @@ def accumulation_steps(iteration: int, warmup_iters: int, batch_size: int, nomin
     return max(1, round(warmup_values(iteration, warmup_iters, 1.0, float(target))))
 
 
-class YOLOv7LRScheduler(torch.optim.lr_scheduler.LRScheduler):
+# Subclasses the legacy ``_LRScheduler`` name on purpose: detectron2 0.6's LRScheduler hook
+# only checkpoints schedulers of that class, and resuming needs the iteration restored.
+class YOLOv7LRScheduler(torch.optim.lr_scheduler._LRScheduler):
     """Per-iteration version of the official schedule. During warm-up the "bias" group's LR
     falls from ``warmup_bias_lr`` and the other groups' rise from 0 to the scheduled LR, and
     momentum rises from ``warmup_momentum``; afterwards the LR follows :func:`lr_factor`.

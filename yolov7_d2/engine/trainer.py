@@ -14,11 +14,11 @@ from detectron2.data import build_detection_test_loader
 from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.structures import Boxes, Instances
-from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from .. import compat
+from ..anchors import AnchorCheckHook
 from ..checkpoint import YOLOv7Checkpointer
 from ..data import (
     CloseMosaicHook,
@@ -26,6 +26,8 @@ from ..data import (
     build_yolov7_test_mapper,
     build_yolov7_train_loader,
 )
+from ..evaluation import YOLOv7COCOEvaluator
+from ..evaluation.artifacts import TrainingArtifactsHook, YOLOv7ArtifactsEvaluator, YOLOv7Evaluators
 from .ema import ModelEMA, unwrap_model
 from .optimizer import build_yolov7_optimizer
 from .schedule import YOLOv7LRScheduler, accumulation_steps
@@ -186,9 +188,17 @@ class YOLOv7Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        # The C++ COCOeval needs detectron2._C; pycocotools gives the same numbers, slower.
-        return COCOEvaluator(dataset_name, output_dir=output_folder,
-                             use_fast_impl=compat.HAS_D2_C)
+        # TEST.YOLOV7.EVAL_BACKEND: "pycocotools" (detectron2's C++ COCOeval when detectron2._C
+        # is built, else pycocotools) or "faster_coco_eval" (same numbers, several times faster).
+        coco = YOLOv7COCOEvaluator(dataset_name, output_dir=output_folder,
+                                   backend=cfg.TEST.YOLOV7.EVAL_BACKEND)
+        if not cfg.TEST.YOLOV7.ARTIFACTS:
+            return coco
+        # Curves, confusion matrix, drawn predictions; a row of results.csv in OUTPUT_DIR.
+        artifacts = YOLOv7ArtifactsEvaluator(dataset_name, cfg.OUTPUT_DIR,
+                                             num_vis_images=cfg.TEST.YOLOV7.NUM_VIS_IMAGES,
+                                             max_iter=cfg.SOLVER.MAX_ITER)
+        return YOLOv7Evaluators([coco, artifacts])
 
     def build_hooks(self):
         cfg = self.cfg
@@ -196,6 +206,14 @@ class YOLOv7Trainer(DefaultTrainer):
         mapper = getattr(self._trainer.data_loader, "mapper", None)
         if isinstance(mapper, YOLOv7MosaicMapper):
             ret.append(CloseMosaicHook(mapper))
+        if comm.is_main_process() and cfg.TEST.YOLOV7.ARTIFACTS:
+            # labels.png and train_batch.jpg in OUTPUT_DIR/artifacts/train.
+            ret.append(TrainingArtifactsHook(
+                cfg, mapper if isinstance(mapper, YOLOv7MosaicMapper) else None,
+                num_images=cfg.TEST.YOLOV7.NUM_VIS_IMAGES))
+        if cfg.MODEL.YOLOV7.ANCHOR_CHECK_MIN_BPR > 0 and getattr(mapper, "dataset", None) is not None:
+            # Best possible recall of the model's anchors on the training boxes, warned if low.
+            ret.append(AnchorCheckHook(cfg, mapper.dataset))
         if comm.is_main_process():
             ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
 
@@ -207,6 +225,11 @@ class YOLOv7Trainer(DefaultTrainer):
         if comm.is_main_process():
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=20))
         return ret
+
+    def train(self):
+        """Train from ``start_iter`` to ``max_iter``; returns the last evaluation results."""
+        super().train()
+        return getattr(self, "_last_eval_results", None)
 
     def model_for_evaluation(self):
         """The EMA model when EMA is on (official: the EMA weights are evaluated), else the model."""

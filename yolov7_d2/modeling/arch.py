@@ -192,8 +192,9 @@ _X = YOLOv7Arch(
 
 
 def _p6(stem_width, down_kind, stage_outs, depth, spp, neck_outs, head_convs, aux_convs, e_elan):
-    """P6 scales share one layout: ELAN widths 64..512 in the backbone, neck blocks with entry
-    width 2x and chain width 1x of (128, 256, 384, 512)/2 ..., four levels, an aux head."""
+    """The P6 scales share one layout: ReOrg stem, five backbone stages with ELAN chain widths
+    64..512, ELAN-H neck blocks whose entry width is (128, 256, 384, 512) at strides 8..64 and
+    whose chain width is half that, four levels and an auxiliary head."""
     stage_widths = (64, 128, 256, 384, 512)
     neck_hidden = (128, 256, 384, 512)  # ELAN-H entry width at strides 8, 16, 32, 64
     p3, p4, p5, p6 = neck_outs  # FPN P3 / PAN P4, P5, P6 output widths

@@ -15,7 +15,7 @@ from .head import YOLOv7Head
 from .reparam import reparameterize
 from .loss import YOLOv7Loss, build_yolov7_loss
 
-__all__ = ["YOLOv7", "decode_predictions"]
+__all__ = ["YOLOv7", "decode_predictions", "postprocess_single_image"]
 
 # The official letterbox fills with grey 114; padding the batch with it keeps inputs faithful.
 PAD_VALUE = 114.0
@@ -218,24 +218,46 @@ class YOLOv7(DenseDetector):
 
     def _inference_single_image(self, decoded: Tensor, image_size) -> Instances:
         """decoded: (R, 5 + K) for one image -> Instances in input-image pixels."""
-        candidates = decoded[decoded[:, 4] > self.conf_thresh]
-        # With one class the official code scores by objectness alone (class prob. is constant).
-        probs = candidates[:, 4:5] if self.num_classes == 1 else candidates[:, 5:] * candidates[:, 4:5]
-        cx, cy, w, h = candidates[:, :4].unbind(dim=1)
-        boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=1)
-        if self.multi_label and self.num_classes > 1:
-            index, classes = (probs > self.conf_thresh).nonzero(as_tuple=True)
-            boxes, scores = boxes[index], probs[index, classes]
-        else:
-            scores, classes = probs.max(dim=1)
-            keep = scores > self.conf_thresh
-            boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
-        if scores.numel() > self.max_nms_candidates:
-            top = scores.topk(self.max_nms_candidates).indices
-            boxes, scores, classes = boxes[top], scores[top], classes[top]
-        keep = batched_nms(boxes, scores, classes, self.nms_thresh)[: self.max_detections]
-        result = Instances(image_size)
-        result.pred_boxes = Boxes(boxes[keep])
-        result.scores = scores[keep]
-        result.pred_classes = classes[keep]
-        return result
+        return postprocess_single_image(
+            decoded, image_size, num_classes=self.num_classes, conf_thresh=self.conf_thresh,
+            nms_thresh=self.nms_thresh, max_detections=self.max_detections,
+            max_nms_candidates=self.max_nms_candidates, multi_label=self.multi_label,
+        )
+
+
+def postprocess_single_image(decoded: Tensor, image_size, *, num_classes: int,
+                             conf_thresh: float = 0.001, nms_thresh: float = 0.65,
+                             max_detections: int = 300, max_nms_candidates: int = 30000,
+                             multi_label: bool = True) -> Instances:
+    """Threshold and class-wise NMS of one image's decoded predictions, as the official
+    ``non_max_suppression`` (what :meth:`YOLOv7.inference` runs; also used on onnxruntime
+    outputs by :mod:`yolov7_d2.export.onnx`).
+
+    Args:
+        decoded: (R, 5 + K) rows of :func:`decode_predictions` for one image.
+        image_size: (height, width) of the Instances.
+        Other arguments: as the :class:`YOLOv7` arguments of the same names.
+    Returns:
+        Instances(pred_boxes xyxy in input-image pixels, scores, pred_classes), highest first.
+    """
+    candidates = decoded[decoded[:, 4] > conf_thresh]
+    # With one class the official code scores by objectness alone (class prob. is constant).
+    probs = candidates[:, 4:5] if num_classes == 1 else candidates[:, 5:] * candidates[:, 4:5]
+    cx, cy, w, h = candidates[:, :4].unbind(dim=1)
+    boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=1)
+    if multi_label and num_classes > 1:
+        index, classes = (probs > conf_thresh).nonzero(as_tuple=True)
+        boxes, scores = boxes[index], probs[index, classes]
+    else:
+        scores, classes = probs.max(dim=1)
+        keep = scores > conf_thresh
+        boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
+    if scores.numel() > max_nms_candidates:
+        top = scores.topk(max_nms_candidates).indices
+        boxes, scores, classes = boxes[top], scores[top], classes[top]
+    keep = batched_nms(boxes, scores, classes, nms_thresh)[:max_detections]
+    result = Instances(image_size)
+    result.pred_boxes = Boxes(boxes[keep])
+    result.scores = scores[keep]
+    result.pred_classes = classes[keep]
+    return result

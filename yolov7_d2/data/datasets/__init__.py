@@ -4,6 +4,8 @@ detectron2 on request: nothing is registered or downloaded at import time."""
 from .common import ENV_VAR, datasets_root
 from .deepforest import deepforest_dir, prepare_deepforest, register_deepforest
 from .labelme import labelme_dir, prepare_labelme_examples, register_labelme_examples
+from .voc_format import register_voc_dataset
+from .yolo_format import register_yolo_dataset
 
 __all__ = [
     "ENV_VAR",
@@ -14,4 +16,6 @@ __all__ = [
     "labelme_dir",
     "prepare_labelme_examples",
     "register_labelme_examples",
+    "register_yolo_dataset",
+    "register_voc_dataset",
 ]

@@ -1,0 +1,7 @@
+"""yolov7x (LazyConfig of yolov7x.yaml): official COCO recipe, 640 px."""
+from ..common.data import dataloader
+from ..common.models import yolov7_model
+from ..common.optim import lr_multiplier, optimizer
+from ..common.train import train
+
+model = yolov7_model("yolov7x")

@@ -1,0 +1,110 @@
+"""train_net.py end to end on the real DeepForest tree tiles: train, checkpoint, evaluate,
+resume; and the train loop's handling of non-finite losses."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from yolov7_d2.engine import YOLOv7Trainer, YOLOv7TrainLoop
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "deepforest" / "yolov7-tiny-trees.yaml"
+
+
+def load_train_net():
+    spec = importlib.util.spec_from_file_location("train_net", ROOT / "train_net.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def small_run_opts(output_dir, max_iter):
+    """A few iterations of a narrow model on 160-px versions of the real tiles."""
+    return [
+        "MODEL.YOLOV7.WIDTH_MULTIPLE", "0.25", "INPUT.YOLOV7.IMAGE_SIZE", "160",
+        "INPUT.MIN_SIZE_TEST", "160", "INPUT.MAX_SIZE_TEST", "160",
+        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", str(max_iter), "SOLVER.WARMUP_ITERS", "2",
+        "SOLVER.CHECKPOINT_PERIOD", "2", "TEST.EVAL_PERIOD", str(max_iter),
+        "DATALOADER.NUM_WORKERS", "0", "INPUT.YOLOV7.CLOSE_MOSAIC_ITERS", "1",
+        "OUTPUT_DIR", str(output_dir),
+    ]
+
+
+@pytest.fixture(scope="module")
+def train_net():
+    return load_train_net()
+
+
+def test_train_checkpoint_evaluate_and_resume(train_net, tmp_path):
+    args = train_net.parse_args(["--config-file", str(CONFIG), *small_run_opts(tmp_path, 4)])
+    results = train_net.main(args)
+    assert "bbox" in results and 0.0 <= results["bbox"]["AP50"] <= 100.0
+    assert (tmp_path / "model_final.pth").is_file() and (tmp_path / "model_0000001.pth").is_file()
+    log = (tmp_path / "log.txt").read_text()
+    assert "eta:" in log and "loss_box" in log
+    assert list(tmp_path.glob("events.out.tfevents.*"))
+    metrics = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()]
+    assert any("yolov7/num_pos_lead_p3" in m for m in metrics)
+    saved = torch.load(tmp_path / "model_final.pth", map_location="cpu", weights_only=False)
+    assert saved["iteration"] == 3 and saved["ema"]["updates"] >= 1
+
+    # --resume continues from the saved iteration with the saved EMA state.
+    args = train_net.parse_args(["--config-file", str(CONFIG), "--resume",
+                                 *small_run_opts(tmp_path, 6)])
+    trainer = YOLOv7Trainer(train_net.setup(args))
+    trainer.resume_or_load(resume=True)
+    assert trainer.start_iter == 4
+    assert trainer.scheduler.last_epoch == 4  # the LR schedule resumes too, not only the weights
+    assert trainer.ema.updates == saved["ema"]["updates"]
+    for key, value in saved["ema"]["model"].items():
+        assert torch.equal(trainer.ema.ema.state_dict()[key], value), key
+    trainer.train()
+    resumed = torch.load(tmp_path / "model_final.pth", map_location="cpu", weights_only=False)
+    assert resumed["iteration"] == 5 and resumed["ema"]["updates"] > saved["ema"]["updates"]
+
+    # --eval-only evaluates the EMA weights of the checkpoint.
+    args = train_net.parse_args(["--config-file", str(CONFIG), "--eval-only",
+                                 *small_run_opts(tmp_path, 6), "MODEL.WEIGHTS",
+                                 str(tmp_path / "model_final.pth")])
+    assert "bbox" in train_net.main(args)
+
+
+class _ScriptedLoss(torch.nn.Module):
+    """Returns the scripted loss values in turn, as a model in training mode would."""
+
+    def __init__(self, values):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(()))
+        self.values = list(values)
+
+    def forward(self, batch):
+        return {"loss": self.weight * self.values.pop(0)}
+
+
+def _loop(values, max_bad=2):
+    model = _ScriptedLoss(values)
+    loader = iter(lambda: [{}], None)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    loop = YOLOv7TrainLoop(model, loader, optimizer, accumulation=lambda it: 1, ema=None,
+                           max_bad_batches=max_bad)
+    return loop, model
+
+
+def test_non_finite_loss_is_skipped_then_raises():
+    from detectron2.utils.events import EventStorage
+
+    loop, model = _loop([float("nan"), 1.0, float("inf"), float("nan"), float("nan")])
+    with EventStorage():
+        for it in range(2):
+            loop.iter = it
+            loop.run_step()
+        assert model.weight.item() == pytest.approx(0.9)  # the NaN batch made no step
+        loop.iter = 2
+        loop.run_step()
+        loop.iter = 3
+        loop.run_step()
+        loop.iter = 4
+        with pytest.raises(FloatingPointError, match="not finite for 3 batches"):
+            loop.run_step()

@@ -1,0 +1,513 @@
+"""YOLO-format datasets (Ultralytics / official YOLOv7 ``data.yaml`` + txt labels) as
+detectron2 datasets.
+
+``data.yaml``::
+
+    path: ../my_data          # optional dataset root (relative: see below)
+    train: images/train       # a directory of images (searched recursively), a .txt file
+    val: images/val           #   listing image paths (relative lines: to the .txt's directory),
+    test: test.txt            #   an image file, or a list of those; test is optional
+    nc: 2                     # optional; must equal the number of names
+    names: [cat, dog]         # or {0: cat, 1: dog} (ids 0..nc-1)
+
+Relative ``train`` / ``val`` / ``test`` entries are resolved against ``path`` (or, without
+``path``, against the yaml's directory, then the working directory as official YOLOv7 yamls
+assume). A relative ``path`` is taken from the yaml's directory, else from the working
+directory (YOLOv5 / Ultralytics yamls).
+
+Labels: the label file of ``.../images/.../x.jpg`` is ``.../labels/.../x.txt`` (the last
+``/images/`` of the path becomes ``/labels/``; with none, the ``.txt`` next to the image).
+One object per line, normalized to the image width / height:
+
+* ``cls cx cy w h`` (a box), or
+* ``cls x1 y1 x2 y2 x3 y3 ...`` (a polygon, at least 3 points, as YOLO segmentation labels):
+  the object gets the polygon as ``segmentation`` and its enclosing box.
+
+Validation. An image without a label file is a background image (the YOLO convention); they
+are counted and logged at INFO level. A missing or unreadable image file, a class id out of
+range, or a malformed line (wrong number of fields, non-numeric or non-finite value,
+non-integer class id, a coordinate outside [0, 1] by more than :data:`COORD_TOLERANCE`,
+zero or negative width / height) is a *bad label*: with ``on_bad_label="error"`` (default,
+``cfg.DATASETS.YOLOV7.ON_BAD_LABEL``) loading raises one ``ValueError`` listing each problem
+as ``file:line: reason``; with ``"skip"`` each is logged as a warning naming file and line,
+and the line (or the image, for a bad image file) is left out. Coordinates within the
+tolerance are clipped to the image.
+
+Image sizes are read from the file headers (PIL, EXIF orientation applied as detectron2's
+``read_image`` does) when the dataset is first loaded (``DatasetCatalog.get``), not at
+registration, and only once per process: the loaded dicts are cached.
+
+The module also holds the command-line helpers of ``train_net.py`` / ``tools/``:
+:func:`add_dataset_arguments` (``--yolo-data``, ``--voc-root`` ...) and
+:func:`apply_dataset_arguments`.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import BoxMode
+
+__all__ = [
+    "IMG_FORMATS",
+    "COORD_TOLERANCE",
+    "BadLabelError",
+    "BadLabels",
+    "read_data_yaml",
+    "image_files",
+    "label_path",
+    "parse_label_file",
+    "image_size",
+    "load_yolo_split",
+    "register_yolo_dataset",
+    "add_dataset_arguments",
+    "apply_dataset_arguments",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Image file extensions (lower case) taken from directories, as the official loader.
+IMG_FORMATS = ("bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp")
+#: A normalized coordinate may leave [0, 1] by this much (then it is clipped) before the line
+#: counts as malformed.
+COORD_TOLERANCE = 0.01
+ON_BAD_LABEL_CHOICES = ("error", "skip")
+#: In skip mode, problems logged one by one before only the total is reported.
+MAX_LOGGED = 50
+#: In error mode, problems listed in the exception message.
+MAX_LISTED = 20
+_EXIF_ORIENTATION = 0x0112
+_THREADS = 8
+
+
+class BadLabelError(ValueError):
+    """Bad label lines or image files (``on_bad_label="error"``); the message lists them."""
+
+
+class BadLabels:
+    """Collects ``file:line: reason`` problems of one dataset load and, at the end, raises
+    (``mode="error"``) or has logged each as a warning (``mode="skip"``)."""
+
+    def __init__(self, dataset_name: str, mode: str):
+        check_on_bad_label(mode)
+        self.dataset_name, self.mode = dataset_name, mode
+        self.problems: List[str] = []
+
+    def add(self, where: str, reason: str) -> None:
+        message = f"{where}: {reason}"
+        self.problems.append(message)
+        if self.mode == "skip" and len(self.problems) <= MAX_LOGGED:
+            logger.warning("%s: %s; skipped (DATASETS.YOLOV7.ON_BAD_LABEL skip)",
+                           self.dataset_name, message)
+
+    def finish(self) -> None:
+        n = len(self.problems)
+        if not n:
+            return
+        if self.mode == "error":
+            listed = "\n  ".join(self.problems[:MAX_LISTED])
+            more = f"\n  ... and {n - MAX_LISTED} more" if n > MAX_LISTED else ""
+            raise BadLabelError(
+                f"dataset {self.dataset_name!r}: {n} bad label line(s) / image file(s):\n  "
+                f"{listed}{more}\nFix them, or leave them out with "
+                f"DATASETS.YOLOV7.ON_BAD_LABEL skip (each is then logged).")
+        if n > MAX_LOGGED:
+            logger.warning("%s: %d bad label lines / image files skipped in total (the first "
+                           "%d are logged above)", self.dataset_name, n, MAX_LOGGED)
+        else:
+            logger.warning("%s: %d bad label line(s) / image file(s) skipped",
+                           self.dataset_name, n)
+
+
+def check_on_bad_label(mode: str) -> str:
+    if mode not in ON_BAD_LABEL_CHOICES:
+        raise ValueError(f"on_bad_label (DATASETS.YOLOV7.ON_BAD_LABEL) must be one of "
+                         f"{ON_BAD_LABEL_CHOICES}, got {mode!r}")
+    return mode
+
+
+# ---------------------------------------------------------------------------- data.yaml
+def _class_names(data: dict, yaml_path: Path) -> List[str]:
+    names = data.get("names")
+    nc = data.get("nc")
+    if names is None:
+        if nc is None:
+            raise ValueError(f"{yaml_path}: needs 'names' (a list, or a dict id: name)")
+        names = [f"class_{i}" for i in range(int(nc))]
+    elif isinstance(names, dict):
+        try:
+            ids = sorted(int(k) for k in names)
+        except (TypeError, ValueError):
+            raise ValueError(f"{yaml_path}: 'names' dict keys must be integer class ids, got "
+                             f"{list(names)}") from None
+        if ids != list(range(len(ids))):
+            raise ValueError(f"{yaml_path}: 'names' dict keys must be 0..{len(ids) - 1}, "
+                             f"got {ids}")
+        names = [names[k] if k in names else names[str(k)] for k in ids]
+    elif isinstance(names, (list, tuple)):
+        names = list(names)
+    else:
+        raise ValueError(f"{yaml_path}: 'names' must be a list or a dict, got {names!r}")
+    names = [str(n) for n in names]
+    if not names:
+        raise ValueError(f"{yaml_path}: 'names' is empty")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{yaml_path}: duplicate class names in {names}")
+    if nc is not None and int(nc) != len(names):
+        raise ValueError(f"{yaml_path}: nc: {nc} but {len(names)} names {names}")
+    return names
+
+
+def read_data_yaml(data_yaml: Union[str, os.PathLike]) -> dict:
+    """Reads and checks a ``data.yaml``. Returns {"names": [...], "root": Path,
+    "splits": {split: [Path, ...]}} with every train / val / test entry resolved (each must
+    exist)."""
+    import yaml
+
+    yaml_path = Path(data_yaml).expanduser().resolve()
+    if not yaml_path.is_file():
+        raise FileNotFoundError(f"data yaml {yaml_path} does not exist")
+    try:
+        data = yaml.safe_load(yaml_path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"{yaml_path}: not valid yaml: {e}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{yaml_path}: expected a mapping with train, val and names")
+    root = yaml_path.parent
+    if data.get("path"):
+        root = Path(str(data["path"])).expanduser()
+        if not root.is_absolute():
+            # Relative to the yaml's directory; else (YOLOv5 / Ultralytics yamls) to the cwd.
+            in_yaml_dir = (yaml_path.parent / root).resolve()
+            root = in_yaml_dir if in_yaml_dir.exists() or not root.exists() else root.resolve()
+    splits = {}
+    for split in ("train", "val", "test"):
+        spec = data.get(split)
+        if not spec:
+            if split in ("train", "val"):
+                raise ValueError(f"{yaml_path}: needs '{split}' (a directory of images, a .txt "
+                                 "list of image paths, or a list of those)")
+            continue
+        entries = spec if isinstance(spec, (list, tuple)) else [spec]
+        resolved = []
+        for entry in entries:
+            p = Path(str(entry)).expanduser()
+            if not p.is_absolute():
+                candidate = root / p
+                if not candidate.exists() and not data.get("path") and p.exists():
+                    # Official YOLOv7 yamls (train: ./coco/train2017.txt): the working directory.
+                    candidate = p.resolve()
+                p = candidate
+            if not p.exists():
+                raise FileNotFoundError(f"{yaml_path}: {split}: {entry!r} -> {p} does not exist")
+            resolved.append(p)
+        splits[split] = resolved
+    return {"names": _class_names(data, yaml_path), "root": root, "splits": splits,
+            "yaml": yaml_path}
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix[1:].lower() in IMG_FORMATS
+
+
+def image_files(sources: Sequence[Path]) -> List[Tuple[Path, str]]:
+    """(image path, where it was named) of every image of ``sources``: directories
+    (recursive, by extension), .txt lists (one path a line; relative paths against the
+    list's directory) or image files. Sorted, without duplicates."""
+    found: Dict[Path, str] = {}
+    for source in sources:
+        source = Path(source)
+        if source.is_dir():
+            for dirpath, _, files in os.walk(source, followlinks=True):
+                for f in files:
+                    p = Path(dirpath) / f
+                    if _is_image(p):
+                        found.setdefault(p, str(source))
+        elif source.suffix.lower() == ".txt":
+            with open(source, encoding="utf-8") as f:
+                for lineno, line in enumerate(f, 1):
+                    line = line.strip()
+                    if not line:
+                        continue
+                    p = Path(line).expanduser()
+                    p = p if p.is_absolute() else source.parent / p
+                    found.setdefault(Path(os.path.normpath(p)), f"{source}:{lineno}")
+        else:
+            found.setdefault(source, str(source))
+    return sorted(found.items())
+
+
+def label_path(image: Union[str, os.PathLike]) -> Path:
+    """``.../images/.../x.jpg`` -> ``.../labels/.../x.txt`` (the last ``images`` directory
+    of the path); without an ``images`` directory, the ``.txt`` next to the image."""
+    parts = list(Path(image).parts)
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            break
+    return Path(*parts).with_suffix(".txt")
+
+
+def image_size(path: Path) -> Tuple[int, int]:
+    """(width, height) from the image header, after EXIF orientation (as detectron2 reads it)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        w, h = im.size
+        try:
+            orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
+        except Exception:  # a broken EXIF block: detectron2 ignores it too
+            orientation = 1
+    if orientation in (5, 6, 7, 8):  # transposed / rotated by 90 degrees
+        w, h = h, w
+    if w <= 0 or h <= 0:
+        raise ValueError(f"size {w}x{h}")
+    return w, h
+
+
+def _in_range(values: Sequence[float], low: float = 0.0, high: float = 1.0) -> bool:
+    return all(low - COORD_TOLERANCE <= v <= high + COORD_TOLERANCE for v in values)
+
+
+def _clip01(v: float) -> float:
+    return min(max(v, 0.0), 1.0)
+
+
+def parse_label_line(line: str, num_classes: int):
+    """One label line -> (class id, xyxy box normalized, polygon normalized or None).
+    Raises ValueError with the reason when the line is malformed."""
+    fields = line.split()
+    n = len(fields)
+    if n != 5 and (n < 7 or n % 2 == 0):
+        raise ValueError(f"{n} fields; expected 5 (cls cx cy w h) or an odd number >= 7 "
+                         "(cls x1 y1 x2 y2 x3 y3 ...)")
+    values = []
+    for field in fields:
+        try:
+            v = float(field)
+        except ValueError:
+            raise ValueError(f"non-numeric value {field!r}") from None
+        if not math.isfinite(v):
+            raise ValueError(f"non-finite value {field!r}")
+        values.append(v)
+    cls = values[0]
+    if cls != int(cls):
+        raise ValueError(f"class id {fields[0]!r} is not an integer")
+    cls = int(cls)
+    if not 0 <= cls < num_classes:
+        raise ValueError(f"class id {cls} out of range [0, {num_classes})")
+    coords = values[1:]
+    if n == 5:
+        cx, cy, w, h = coords
+        if w <= 0 or h <= 0:
+            raise ValueError(f"non-positive box size w={w:g} h={h:g}")
+        x0, y0, x1, y1 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+        if not _in_range(coords) or not _in_range((x0, y0, x1, y1)):
+            raise ValueError("box outside the image: normalized coordinates must be in "
+                             f"[0, 1] (tolerance {COORD_TOLERANCE})")
+        box = [_clip01(x0), _clip01(y0), _clip01(x1), _clip01(y1)]
+        if box[2] <= box[0] or box[3] <= box[1]:
+            raise ValueError("box has no area inside the image")
+        return cls, box, None
+    if not _in_range(coords):
+        raise ValueError("polygon outside the image: normalized coordinates must be in "
+                         f"[0, 1] (tolerance {COORD_TOLERANCE})")
+    points = [_clip01(v) for v in coords]
+    xs, ys = points[0::2], points[1::2]
+    box = [min(xs), min(ys), max(xs), max(ys)]
+    if box[2] <= box[0] or box[3] <= box[1]:
+        raise ValueError("degenerate polygon: non-positive width or height")
+    return cls, box, points
+
+
+def parse_label_file(path: Path, num_classes: int):
+    """(objects, problems) of a label file: objects as (class id, normalized xyxy box,
+    normalized polygon or None), problems as (line number, reason). A missing file is
+    ``None`` objects (background image); an unreadable one a problem at line 0."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, []
+    except (OSError, UnicodeDecodeError) as e:
+        return [], [(0, f"cannot read label file: {e}")]
+    objects, problems = [], []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            objects.append(parse_label_line(line, num_classes))
+        except ValueError as e:
+            shown = line.strip()
+            shown = shown if len(shown) <= 80 else shown[:77] + "..."
+            problems.append((lineno, f"{e}: {shown!r}"))
+    return objects, problems
+
+
+def _load_one(args):
+    """Worker: image header + label file of one image."""
+    image, num_classes = args
+    try:
+        size = image_size(image)
+    except FileNotFoundError:
+        return None, "image file does not exist", None, []
+    except Exception as e:  # PIL.UnidentifiedImageError, truncated header, ...
+        return None, f"cannot read the image header: {type(e).__name__}: {e}", None, []
+    labels = label_path(image)
+    objects, problems = parse_label_file(labels, num_classes)
+    return size, None, objects, problems
+
+
+def load_yolo_split(sources: Sequence[Path], class_names: Sequence[str], *,
+                    dataset_name: str = "yolo", on_bad_label: str = "error") -> List[dict]:
+    """detectron2 dataset dicts of the images of ``sources`` (see :func:`image_files`) with
+    their YOLO labels; see the module doc for validation."""
+    check_on_bad_label(on_bad_label)
+    images = image_files(sources)
+    if not images:
+        raise ValueError(f"dataset {dataset_name!r}: no image found in "
+                         f"{[str(s) for s in sources]} (extensions {', '.join(IMG_FORMATS)})")
+    bad = BadLabels(dataset_name, on_bad_label)
+    num_classes = len(class_names)
+    with ThreadPoolExecutor(min(_THREADS, len(images))) as pool:
+        results = list(pool.map(_load_one, [(p, num_classes) for p, _ in images]))
+    dicts, no_label, n_objects = [], 0, 0
+    for (image, named_in), (size, image_error, objects, problems) in zip(images, results):
+        if image_error is not None:
+            where = str(image) if named_in == str(image) else f"{image} (named in {named_in})"
+            bad.add(where, image_error)
+            continue
+        labels = label_path(image)
+        for lineno, reason in problems:
+            bad.add(f"{labels}:{lineno}", reason)
+        if objects is None:
+            no_label += 1
+            objects = []
+        w, h = size
+        annotations = []
+        for cls, (x0, y0, x1, y1), polygon in objects:
+            ann = {"bbox": [x0 * w, y0 * h, x1 * w, y1 * h], "bbox_mode": BoxMode.XYXY_ABS,
+                   "category_id": cls, "iscrowd": 0}
+            if polygon is not None:
+                ann["segmentation"] = [[v * (w if i % 2 == 0 else h)
+                                        for i, v in enumerate(polygon)]]
+            annotations.append(ann)
+        n_objects += len(annotations)
+        dicts.append({"file_name": str(image), "image_id": len(dicts), "width": w, "height": h,
+                      "annotations": annotations})
+    bad.finish()
+    if no_label:
+        logger.info("%s: %d of %d images have no label file: background images (no objects), "
+                    "as in YOLO", dataset_name, no_label, len(images))
+    logger.info("%s: %d images, %d objects, %d classes", dataset_name, len(dicts), n_objects,
+                num_classes)
+    return dicts
+
+
+def _default_prefix(yaml_path: Path) -> str:
+    stem = yaml_path.stem
+    return yaml_path.parent.name if stem.lower() in ("data", "dataset") else stem
+
+
+def _register(name: str, load, **metadata) -> None:
+    cache = {}
+
+    def cached():
+        if "dicts" not in cache:
+            cache["dicts"] = load()
+        return copy.deepcopy(cache["dicts"])
+
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    DatasetCatalog.register(name, cached)
+    MetadataCatalog.get(name).set(**metadata)
+
+
+def register_yolo_dataset(data_yaml: Union[str, os.PathLike], name_prefix: Optional[str] = None,
+                          on_bad_label: str = "error") -> Dict[str, str]:
+    """Register the splits of a YOLO ``data.yaml`` (module doc) as ``<prefix>_train``,
+    ``<prefix>_val`` (and ``<prefix>_test``) with metadata ``thing_classes``. The prefix
+    defaults to the yaml's stem (its directory's name for ``data.yaml`` / ``dataset.yaml``).
+
+    The yaml is read and its entries checked now; images and labels when a split is first
+    loaded. Registering a name again replaces it. Returns {split: registered name}."""
+    check_on_bad_label(on_bad_label)
+    info = read_data_yaml(data_yaml)
+    prefix = name_prefix or _default_prefix(info["yaml"])
+    names = {}
+    for split, sources in info["splits"].items():
+        name = f"{prefix}_{split}"
+
+        def load(sources=sources, name=name):
+            return load_yolo_split(sources, info["names"], dataset_name=name,
+                                   on_bad_label=on_bad_label)
+
+        _register(name, load, thing_classes=list(info["names"]), data_yaml=str(info["yaml"]),
+                  split=split, evaluator_type="coco")
+        names[split] = name
+    return names
+
+
+# ---------------------------------------------------------------------------- command line
+def add_dataset_arguments(parser) -> None:
+    """``--yolo-data``, ``--voc-root``, ``--voc-train-split``, ``--voc-test-split``."""
+    group = parser.add_argument_group(
+        "dataset files", "train on a YOLO data.yaml or a Pascal VOC folder: registers it and "
+        "sets DATASETS.TRAIN / DATASETS.TEST and MODEL.YOLOV7.NUM_CLASSES, except those given "
+        "as command-line options")
+    exclusive = group.add_mutually_exclusive_group()
+    exclusive.add_argument("--yolo-data", metavar="DATA_YAML", default="",
+                           help="an Ultralytics / YOLOv7 data.yaml with YOLO txt labels")
+    exclusive.add_argument("--voc-root", metavar="DIR", default="",
+                           help="a VOC folder (Annotations/, JPEGImages/, ImageSets/Main/)")
+    group.add_argument("--voc-train-split", default="trainval", metavar="SPLIT",
+                       help="ImageSets/Main/<SPLIT>.txt for training (default: trainval)")
+    group.add_argument("--voc-test-split", default="test", metavar="SPLIT",
+                       help="ImageSets/Main/<SPLIT>.txt for evaluation (default: test)")
+
+
+def _opts_keys(opts: Iterable[str]) -> set:
+    opts = list(opts or [])
+    return {str(k) for k in opts[0::2]}
+
+
+def apply_dataset_arguments(cfg, args) -> Optional[Dict[str, object]]:
+    """Register the dataset named by ``args.yolo_data`` / ``args.voc_root`` (if any) and,
+    on the unfrozen ``cfg``, set DATASETS.TRAIN, DATASETS.TEST and MODEL.YOLOV7.NUM_CLASSES
+    unless ``args.opts`` sets them. Returns {"train", "test", "classes"} or None."""
+    yolo_data = getattr(args, "yolo_data", "")
+    voc_root = getattr(args, "voc_root", "")
+    if not yolo_data and not voc_root:
+        return None
+    if yolo_data and voc_root:
+        raise ValueError("--yolo-data and --voc-root exclude each other")
+    on_bad_label = check_on_bad_label(cfg.DATASETS.YOLOV7.ON_BAD_LABEL)
+    if yolo_data:
+        names = register_yolo_dataset(yolo_data, on_bad_label=on_bad_label)
+        train, test = names["train"], names["val"]
+    else:
+        from .voc_format import register_voc_dataset
+
+        train = register_voc_dataset(voc_root, args.voc_train_split, on_bad_label=on_bad_label)
+        test = register_voc_dataset(voc_root, args.voc_test_split, on_bad_label=on_bad_label,
+                                    class_names=MetadataCatalog.get(train).thing_classes)
+    classes = list(MetadataCatalog.get(train).thing_classes)
+    given = _opts_keys(getattr(args, "opts", []))
+    if "DATASETS.TRAIN" not in given:
+        cfg.DATASETS.TRAIN = (train,)
+    if "DATASETS.TEST" not in given:
+        cfg.DATASETS.TEST = (test,)
+    if "MODEL.YOLOV7.NUM_CLASSES" not in given:
+        cfg.MODEL.YOLOV7.NUM_CLASSES = len(classes)
+    elif cfg.MODEL.YOLOV7.NUM_CLASSES != len(classes):
+        logger.warning("MODEL.YOLOV7.NUM_CLASSES %d (given) but the dataset has %d classes %s",
+                       cfg.MODEL.YOLOV7.NUM_CLASSES, len(classes), classes)
+    logger.info("dataset: train %s, test %s, %d classes %s", cfg.DATASETS.TRAIN,
+                cfg.DATASETS.TEST, len(classes), classes)
+    return {"train": train, "test": test, "classes": classes}

@@ -1,0 +1,410 @@
+"""ONNX export of the deploy (re-parameterized) YOLOv7, and an onnxruntime predictor.
+
+Graph contract
+--------------
+Input ``images``: float32 (N, 3, H, W), channels in ``INPUT.FORMAT`` order (RGB for the shipped
+configs), pixel values 0..255 as detectron2 models take them; the graph normalizes with the
+config's ``PIXEL_MEAN`` / ``PIXEL_STD`` (divides by 255 for the YOLO configs). This differs
+from the official export (0..1 input) on purpose: the config, not the caller, owns the
+normalization (a timm backbone config may use ImageNet mean / std). Pad a resized image with
+grey 114 to H x W (bottom / right), as :func:`letterbox` does.
+
+Outputs, raw (default): one map per level, ``head_p3``, ``head_p4``, ... (N, A, H_l, W_l, 5 + K),
+the raw logits of :meth:`YOLOv7.forward_raw` (decode with
+:func:`yolov7_d2.modeling.meta_arch.decode_predictions`; anchors and strides are in the metadata).
+
+Outputs, end-to-end (``end2end=True``): decoding, thresholds and class-wise NMS in the graph,
+with the standard ``NonMaxSuppression`` op (per-class NMS over its class dimension; runs in
+onnxruntime, no TensorRT plugin), padded to ``max_det``:
+
+* ``boxes`` (N, max_det, 4) float32, xyxy in input pixels (the H x W canvas, not clipped);
+* ``scores`` (N, max_det) float32, objectness x class probability, highest first;
+* ``classes`` (N, max_det) int64;
+* ``num_detections`` (N,) int64: rows past it are padding (boxes 0, scores 0, classes -1).
+
+The thresholds follow :func:`~yolov7_d2.modeling.meta_arch.postprocess_single_image`:
+candidates need objectness > conf and score > conf; one label per box (best class) unless
+``multi_label``; at most ``max_det`` per image. Only its ``max_nms_candidates`` cap (30000
+highest scores before NMS) is not in the graph.
+
+The model's settings are stored as JSON in the ONNX metadata (key ``yolov7_d2``):
+:func:`read_metadata`.
+"""
+import copy
+import io
+import json
+import logging
+import os
+import warnings
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..modeling import reparameterize
+from ..modeling.meta_arch import PAD_VALUE, decode_predictions, postprocess_single_image
+
+__all__ = [
+    "OPSET", "MIN_OPSET", "INPUT_NAME", "END2END_OUTPUTS", "METADATA_KEY", "ONNXExportError",
+    "YOLOv7RawExport", "YOLOv7End2EndExport", "export_onnx", "read_metadata", "letterbox",
+    "create_session", "ONNXPredictor",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Default opset. Every op of the graphs exists from opset 11 (NonMaxSuppression-11, TopK-11
+#: with k as an input, ScatterElements-11, Range-11), the lowest accepted; 17 is the
+#: TorchScript exporter's own default, the most exercised path in onnxruntime (>= 1.12),
+#: TensorRT (>= 8.5) and OpenVINO, and exports LayerNorm (timm backbones) as one op.
+OPSET = 17
+MIN_OPSET = 11
+INPUT_NAME = "images"
+END2END_OUTPUTS = ("boxes", "scores", "classes", "num_detections")
+METADATA_KEY = "yolov7_d2"
+
+
+class ONNXExportError(ValueError):
+    """Invalid export settings or ONNX file; the message says which."""
+
+
+class YOLOv7RawExport(nn.Module):
+    """images (N, 3, H, W), 0..255 -> the lead head's raw maps, one per level."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.register_buffer("pixel_mean", model.pixel_mean.detach().clone().view(1, -1, 1, 1))
+        self.register_buffer("pixel_std", model.pixel_std.detach().clone().view(1, -1, 1, 1))
+
+    def raw_maps(self, images: Tensor) -> List[Tensor]:
+        return self.model.forward_raw((images - self.pixel_mean) / self.pixel_std)["lead"]
+
+    def forward(self, images: Tensor) -> Tuple[Tensor, ...]:
+        return tuple(self.raw_maps(images))
+
+
+class _BatchedNMS(torch.autograd.Function):
+    """ONNX ``NonMaxSuppression`` (opset >= 10): per batch item and class, greedy NMS of
+    boxes (N, R, 4) xyxy with scores (N, C, R); keeps IoU <= iou_threshold and
+    score > score_threshold, at most ``max_per_class`` per class. Returns (S, 3) int64 rows
+    [batch, class, box]. The eager forward (used while tracing and to run the wrapper in
+    PyTorch) computes the same with torchvision's NMS."""
+
+    @staticmethod
+    def forward(ctx, boxes: Tensor, scores: Tensor, max_per_class: int, iou_threshold: float,
+                score_threshold: float) -> Tensor:
+        from torchvision.ops import nms
+
+        rows = []
+        for b in range(scores.shape[0]):
+            for c in range(scores.shape[1]):
+                index = (scores[b, c] > score_threshold).nonzero().flatten()
+                keep = index[nms(boxes[b, index], scores[b, c, index], iou_threshold)]
+                keep = keep[:max_per_class]
+                rows.append(torch.stack([torch.full_like(keep, b), torch.full_like(keep, c),
+                                         keep], dim=1))
+        if not rows:
+            return torch.zeros((0, 3), dtype=torch.int64, device=boxes.device)
+        return torch.cat(rows)
+
+    @staticmethod
+    def symbolic(g, boxes, scores, max_per_class, iou_threshold, score_threshold):
+        def const(value, dtype):
+            return g.op("Constant", value_t=torch.tensor([value], dtype=dtype))
+
+        return g.op("NonMaxSuppression", boxes, scores, const(max_per_class, torch.int64),
+                    const(iou_threshold, torch.float32), const(score_threshold, torch.float32),
+                    center_point_box_i=0)
+
+
+class YOLOv7End2EndExport(YOLOv7RawExport):
+    """images (N, 3, H, W), 0..255 -> (boxes, scores, classes, num_detections), see the
+    module documentation. Runs in PyTorch too (its NMS is then torchvision's)."""
+
+    def __init__(self, model: nn.Module, conf_thresh: float = 0.25, iou_thresh: float = 0.45,
+                 max_det: int = 100, multi_label: bool = False):
+        super().__init__(model)
+        if not 0.0 <= conf_thresh < 1.0:
+            raise ONNXExportError(f"the score threshold must be in [0, 1), got {conf_thresh}")
+        if not 0.0 <= iou_thresh <= 1.0:
+            raise ONNXExportError(f"the IoU threshold must be in [0, 1], got {iou_thresh}")
+        if max_det < 1:
+            raise ONNXExportError(f"max_det must be at least 1, got {max_det}")
+        self.conf_thresh, self.iou_thresh = float(conf_thresh), float(iou_thresh)
+        self.max_det, self.multi_label = int(max_det), bool(multi_label)
+
+    def forward(self, images: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        decoded = decode_predictions(self.raw_maps(images), self.model.anchors,
+                                     self.model.strides)  # (N, R, 5 + K)
+        num_classes = decoded.shape[2] - 5
+        xy, wh = decoded[..., :2], decoded[..., 2:4]
+        boxes = torch.cat([xy - wh / 2, xy + wh / 2], dim=2)  # (N, R, 4) xyxy
+        objectness = decoded[..., 4:5]
+        # With one class the score is the objectness alone, as in postprocess_single_image.
+        probs = objectness if num_classes == 1 else decoded[..., 5:] * objectness
+        probs = torch.where(objectness > self.conf_thresh, probs, torch.zeros_like(probs))
+        if not self.multi_label and num_classes > 1:  # only each box's best class competes
+            best, best_class = probs.max(dim=2, keepdim=True)
+            probs = torch.zeros_like(probs).scatter(2, best_class, best)
+        scores = probs.transpose(1, 2).contiguous()  # (N, K, R), as NonMaxSuppression takes
+        selected = _BatchedNMS.apply(boxes, scores, self.max_det, self.iou_thresh,
+                                     self.conf_thresh)
+        n, k, r = scores.shape
+        flat = scores.reshape(-1)
+        index = (selected[:, 0] * k + selected[:, 1]) * r + selected[:, 2]
+        kept = torch.zeros_like(flat).scatter(0, index, torch.ones_like(index, dtype=flat.dtype))
+        dense = (flat * kept).reshape(n, k * r)  # scores of the NMS survivors, 0 elsewhere
+        if k * r < self.max_det:  # fewer (box, class) pairs than outputs: pad
+            dense = nn.functional.pad(dense, (0, self.max_det - k * r))
+        top_scores, top_index = dense.topk(self.max_det, dim=1)  # sorted, highest first
+        top_class = torch.div(top_index, r, rounding_mode="floor")
+        top_box = top_index - top_class * r
+        top_boxes = boxes.gather(1, top_box.unsqueeze(2).expand(-1, -1, 4))
+        valid = top_scores > 0  # survivors have score > conf >= 0
+        num_detections = valid.sum(dim=1)
+        top_boxes = torch.where(valid.unsqueeze(2), top_boxes, torch.zeros_like(top_boxes))
+        top_class = torch.where(valid, top_class, torch.full_like(top_class, -1))
+        return top_boxes, top_scores, top_class, num_detections
+
+
+def _check_image_size(model: nn.Module, image_size: Union[int, Sequence[int]]) -> Tuple[int, int]:
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    divisor = model.backbone.size_divisibility
+    if height <= 0 or width <= 0 or height % divisor or width % divisor:
+        raise ONNXExportError(f"the input size must be positive multiples of the model's stride "
+                              f"{divisor}, got {height}x{width}")
+    return int(height), int(width)
+
+
+def export_onnx(model: nn.Module, path: str, *, image_size: Union[int, Sequence[int]] = 640,
+                batch_size: int = 1, dynamic_batch: bool = False, end2end: bool = False,
+                conf_thresh: float = 0.25, iou_thresh: float = 0.45, max_det: int = 100,
+                multi_label: bool = False, opset: int = OPSET, input_format: str = "RGB",
+                extra_metadata: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Export a YOLOv7 model to ONNX in its deploy form (the model itself is not modified: a
+    re-parameterized copy is exported, on the CPU, with the TorchScript-based exporter,
+    ``torch.onnx.export(dynamo=False)``).
+
+    Args:
+        model: a :class:`~yolov7_d2.modeling.YOLOv7` (training or re-parameterized form).
+        path: the .onnx file, written atomically.
+        image_size: input H x W (an int: square); multiples of the model's stride.
+        batch_size: the batch of a static export (and of the tracing input).
+        dynamic_batch: make the batch dimension of the input and outputs symbolic ("batch").
+        end2end: NMS in the graph (see the module documentation); else raw head maps.
+        conf_thresh, iou_thresh, max_det, multi_label: end-to-end postprocessing (defaults:
+            the demo's, as the official detect.py).
+        opset: ONNX opset, at least 11 (default :data:`OPSET`).
+        input_format: channel order the graph expects (the config's INPUT.FORMAT); recorded.
+        extra_metadata: more entries for the metadata JSON (e.g. class names).
+    Returns:
+        the metadata written into the file (see :func:`read_metadata`).
+    """
+    import onnx
+
+    if opset < MIN_OPSET:
+        raise ONNXExportError(f"opset {opset} is too old: NonMaxSuppression and TopK with a "
+                              f"dynamic k need opset >= {MIN_OPSET}")
+    if batch_size < 1:
+        raise ONNXExportError(f"batch_size must be at least 1, got {batch_size}")
+    height, width = _check_image_size(model, image_size)
+    deploy = reparameterize(copy.deepcopy(model).to("cpu").float())
+    if end2end:
+        wrapper = YOLOv7End2EndExport(deploy, conf_thresh, iou_thresh, max_det, multi_label)
+        output_names = list(END2END_OUTPUTS)
+    else:
+        wrapper = YOLOv7RawExport(deploy)
+        output_names = [f"head_{name}" for name in deploy.head_in_features]
+    wrapper.eval()
+    images = torch.full((batch_size, 3, height, width), PAD_VALUE)
+    dynamic_axes = None
+    if dynamic_batch:
+        dynamic_axes = {name: {0: "batch"} for name in [INPUT_NAME] + output_names}
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        # The legacy exporter is deprecated in favour of dynamo=True, which needs onnxscript
+        # and has no equivalent of an autograd.Function's ONNX symbolic (our NMS).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
+        torch.onnx.export(wrapper, (images,), buffer, dynamo=False, opset_version=opset,
+                          input_names=[INPUT_NAME], output_names=output_names,
+                          dynamic_axes=dynamic_axes, do_constant_folding=True)
+    onnx_model = onnx.load_from_string(buffer.getvalue())
+    metadata = {
+        "format": "end2end" if end2end else "raw",
+        "input": {"name": INPUT_NAME, "channels": input_format, "range": "0-255",
+                  "pad_value": PAD_VALUE, "height": height, "width": width,
+                  "batch": "dynamic" if dynamic_batch else batch_size},
+        "outputs": output_names,
+        "num_classes": int(deploy.num_classes),
+        "strides": [int(s) for s in deploy.strides],
+        "anchors": deploy.anchors.tolist(),
+        "opset": opset,
+    }
+    if end2end:
+        metadata.update(conf_thresh=float(conf_thresh), iou_thresh=float(iou_thresh),
+                        max_det=int(max_det), multi_label=bool(multi_label))
+    metadata.update(extra_metadata or {})
+    entry = onnx_model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
+    onnx_model.producer_name = "yolov7_d2"
+    onnx.checker.check_model(onnx_model)
+
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        onnx.save(onnx_model, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return metadata
+
+
+def read_metadata(path_or_session) -> Dict[str, Any]:
+    """The yolov7_d2 metadata of an exported file (a path or an onnxruntime session)."""
+    if isinstance(path_or_session, (str, os.PathLike)):
+        import onnx
+
+        props = {p.key: p.value for p in onnx.load(os.fspath(path_or_session),
+                                                   load_external_data=False).metadata_props}
+    else:
+        props = path_or_session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in props:
+        raise ONNXExportError("this ONNX file was not written by yolov7_d2's export "
+                              "(tools/export_onnx.py): it has no 'yolov7_d2' metadata")
+    return json.loads(props[METADATA_KEY])
+
+
+def letterbox(image: np.ndarray, height: int, width: int) -> Tuple[np.ndarray, Tuple[int, int]]:
+    """Resize an (h, w, 3) uint8 image to fit ``height`` x ``width`` (aspect kept, as the
+    predictor's ``ResizeShortestEdge`` for a square canvas) and pad it bottom / right with
+    grey 114. Returns the (3, height, width) float32 canvas and the resized (h', w')."""
+    import detectron2.data.transforms as T
+
+    h, w = image.shape[:2]
+    if height == width:
+        new_h, new_w = T.ResizeShortestEdge.get_output_shape(h, w, height, height)
+    else:
+        scale = min(height / h, width / w)
+        new_h, new_w = min(height, int(h * scale + 0.5)), min(width, int(w * scale + 0.5))
+    resized = T.ResizeTransform(h, w, new_h, new_w).apply_image(image)
+    canvas = np.full((3, height, width), PAD_VALUE, dtype=np.float32)
+    canvas[:, :new_h, :new_w] = resized.transpose(2, 0, 1)
+    return canvas, (new_h, new_w)
+
+
+def create_session(path: str, num_threads: Optional[int] = None):
+    """An onnxruntime CPU session. ``num_threads`` None: as many intra-op threads as torch
+    uses (``torch.get_num_threads()``, so OMP_NUM_THREADS applies to both)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = num_threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
+
+
+class ONNXPredictor:
+    """:class:`~yolov7_d2.predictor.YOLOv7Predictor`'s interface on an exported ONNX file,
+    run with onnxruntime: one BGR image in, ``{"instances": Instances}`` at its original size.
+
+    The image is converted to the exported channel order, resized to fit the ONNX input
+    (long side to its size for a square input, like the predictor) and padded with grey 114.
+    End-to-end files: their detections are used (thresholds as exported; a higher
+    ``CONF_THRESH_TEST`` or a lower ``TEST.DETECTIONS_PER_IMAGE`` in ``cfg`` is applied on
+    top, which is exact). Raw files: decoded and NMS'd
+    with :func:`~yolov7_d2.modeling.meta_arch.postprocess_single_image` and the thresholds of
+    ``cfg`` (``MODEL.YOLOV7.CONF_THRESH_TEST`` etc.), as the PyTorch model would.
+
+    Args:
+        path: the .onnx file of tools/export_onnx.py.
+        cfg: a yolov7_d2 config: class names (``DATASETS.TEST``) and postprocessing.
+        num_threads: see :func:`create_session`.
+    """
+
+    def __init__(self, path: str, cfg, num_threads: Optional[int] = None):
+        from ..predictor import class_names_metadata
+
+        if not os.path.isfile(path):
+            raise ONNXExportError(f"ONNX file {path!r} does not exist")
+        try:
+            self.session = create_session(path, num_threads)
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise ONNXExportError(f"cannot load ONNX file {path!r}: {type(e).__name__}: "
+                                  f"{str(e)[:300]}") from e
+        self.info = read_metadata(self.session)
+        self.path, self.end2end = path, self.info["format"] == "end2end"
+        yolo = cfg.MODEL.YOLOV7
+        if yolo.NUM_CLASSES != self.info["num_classes"]:
+            raise ONNXExportError(
+                f"{path!r} predicts {self.info['num_classes']} classes but the config has "
+                f"MODEL.YOLOV7.NUM_CLASSES {yolo.NUM_CLASSES}: use the config it was exported "
+                "with")
+        batch = self.info["input"]["batch"]
+        if batch not in (1, "dynamic"):
+            raise ONNXExportError(f"{path!r} was exported for batches of {batch}; export with "
+                                  "--batch 1 or --dynamic-batch to run it on single images")
+        self.height, self.width = self.info["input"]["height"], self.info["input"]["width"]
+        self.input_format = self.info["input"]["channels"]
+        self.conf_thresh, self.nms_thresh = yolo.CONF_THRESH_TEST, yolo.NMS_THRESH_TEST
+        self.multi_label, self.max_detections = yolo.MULTI_LABEL_TEST, cfg.TEST.DETECTIONS_PER_IMAGE
+        self.max_nms_candidates = yolo.MAX_NMS_CANDIDATES_TEST
+        self.metadata = class_names_metadata(cfg)
+        if self.end2end:
+            exported = (self.info["conf_thresh"], self.info["iou_thresh"],
+                        self.info["multi_label"])
+            if self.conf_thresh < exported[0]:
+                logger.warning("%s keeps scores above %g (set at export): a lower threshold "
+                               "(%g) needs a new export", path, exported[0], self.conf_thresh)
+            if self.max_detections > self.info["max_det"]:
+                logger.info("%s reports at most %d detections per image (set at export; "
+                            "TEST.DETECTIONS_PER_IMAGE is %d)", path, self.info["max_det"],
+                            self.max_detections)
+            if (self.nms_thresh, bool(self.multi_label)) != exported[1:]:
+                logger.warning("%s runs the NMS exported with IoU %g and multi-label %s (asked: "
+                               "%g, %s); re-export to change them", path, exported[1],
+                               exported[2], self.nms_thresh, bool(self.multi_label))
+        self.anchors = torch.tensor(self.info["anchors"], dtype=torch.float32)
+
+    @property
+    def class_names(self) -> Optional[List[str]]:
+        return self.metadata.get("thing_classes", None)
+
+    def preprocess(self, original_image: np.ndarray) -> Tuple[np.ndarray, Tuple[int, int]]:
+        """(1, 3, H, W) float32 input and the resized image's (h', w') of one BGR image."""
+        if original_image.ndim != 3 or original_image.shape[2] != 3:
+            raise ValueError(f"expected an (H, W, 3) BGR image, got shape {original_image.shape}")
+        image = original_image[:, :, ::-1] if self.input_format == "RGB" else original_image
+        canvas, size = letterbox(np.ascontiguousarray(image), self.height, self.width)
+        return canvas[None], size
+
+    def __call__(self, original_image: np.ndarray) -> Dict:
+        from detectron2.modeling import detector_postprocess
+        from detectron2.structures import Boxes, Instances
+
+        images, size = self.preprocess(original_image)
+        outputs = self.session.run(None, {INPUT_NAME: images})
+        if self.end2end:
+            boxes, scores, classes, count = outputs
+            n = int(count[0])
+            n = min(n, self.max_detections)  # sorted: exact on top of the exported max_det
+            keep = scores[0, :n] > self.conf_thresh  # exact on top of the exported threshold
+            result = Instances(size)
+            result.pred_boxes = Boxes(torch.from_numpy(boxes[0, :n][keep].copy()))
+            result.scores = torch.from_numpy(scores[0, :n][keep].copy())
+            result.pred_classes = torch.from_numpy(classes[0, :n][keep].copy())
+        else:
+            maps = [torch.from_numpy(m) for m in outputs]
+            decoded = decode_predictions(maps, self.anchors, self.info["strides"])[0]
+            result = postprocess_single_image(
+                decoded, size, num_classes=self.info["num_classes"],
+                conf_thresh=self.conf_thresh, nms_thresh=self.nms_thresh,
+                max_detections=self.max_detections, max_nms_candidates=self.max_nms_candidates,
+                multi_label=self.multi_label)
+        height, width = original_image.shape[:2]
+        return {"instances": detector_postprocess(result, height, width)}

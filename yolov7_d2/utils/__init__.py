@@ -1,0 +1,1 @@
+"""Small utilities: plots of the run artefacts."""
