@@ -17,12 +17,10 @@ import logging
 import yolov7_d2  # noqa: F401  (detectron2 compat shims, registrations)
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
 from yolov7_d2.checkpoint import YOLOv7Checkpointer
 from yolov7_d2.config import load_config
-from yolov7_d2.data import register_deepforest, register_labelme_examples
 from yolov7_d2.data.datasets.yolo_format import add_dataset_arguments, apply_dataset_arguments
-from yolov7_d2.engine import YOLOv7Trainer
+from yolov7_d2.engine import YOLOv7Trainer, setup_yolov7_run
 
 logger = logging.getLogger("yolov7_d2")
 
@@ -34,16 +32,7 @@ def setup(args):
     apply_dataset_arguments(cfg, args)
     cfg.freeze()
     default_setup(cfg, args)
-    # This package's own messages (dataset checks, anchor check) in the console and log.txt,
-    # at INFO (the mapper's per-sample DEBUG lines stay off); still propagated, so that
-    # handlers on the root logger (pytest's caplog, a user's) see them as before.
-    yolo_logger = setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(),
-                               name="yolov7_d2", abbrev_name="yolov7")
-    yolo_logger.setLevel(logging.INFO)
-    yolo_logger.propagate = True
-    # Lazy: data is fetched and prepared only when a registered split is first loaded.
-    register_deepforest()
-    register_labelme_examples()
+    setup_yolov7_run(cfg.OUTPUT_DIR)
     return cfg
 
 

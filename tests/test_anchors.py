@@ -1,6 +1,5 @@
 """Anchor fit metrics, k-means + genetic evolution, tools/compute_anchors.py on the real
 DeepForest tiles, and the anchor check at training start."""
-import importlib.util
 import logging
 import re
 from pathlib import Path
@@ -11,6 +10,8 @@ from detectron2.structures import BoxMode
 
 from yolov7_d2 import anchors as A
 from yolov7_d2.config import load_config
+from log_records import Records
+from scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 TREES = ROOT / "configs" / "deepforest" / "yolov7-tiny-trees.yaml"
@@ -93,10 +94,7 @@ def test_anchors_per_level_and_config_line():
 
 
 def test_compute_anchors_tool_on_deepforest(capsys):
-    spec = importlib.util.spec_from_file_location("compute_anchors",
-                                                  ROOT / "tools" / "compute_anchors.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_script("tools/compute_anchors.py")
     assert tool.main(["--config-file", str(TREES), "--generations", "100"]) == 0
     out = capsys.readouterr().out
     assert "503 boxes in 21 images of deepforest_trees_train at image size 416" in out
@@ -110,15 +108,6 @@ def test_compute_anchors_tool_on_deepforest(capsys):
     assert [len(lvl) for lvl in levels] == [6, 6, 6]
     areas = [w * h for lvl in levels for w, h in zip(lvl[0::2], lvl[1::2])]
     assert areas == sorted(areas)
-
-
-class Records(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.records = []
-
-    def emit(self, record):
-        self.records.append(record)
 
 
 def test_anchor_check_at_training_start_warns_on_absurd_anchors(tmp_path):

@@ -2,7 +2,6 @@
 tools/visualize_data.py."""
 import contextlib
 import csv
-import importlib.util
 import io
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from detectron2.structures import Boxes, BoxMode, Instances
 from detectron2.utils.events import EventStorage
 from yolov7_d2.config import load_config
 from yolov7_d2.evaluation import YOLOv7COCOEvaluator
+from scripts import load_script
 from yolov7_d2.evaluation.artifacts import (
     TrainingArtifactsHook,
     YOLOv7ArtifactsEvaluator,
@@ -228,9 +228,7 @@ def test_training_start_hook_on_deepforest(trees_cfg):
 
 
 def test_visualize_data_tool_writes_n_images(tmp_path):
-    spec = importlib.util.spec_from_file_location("visualize_data", ROOT / "tools/visualize_data.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_script("tools/visualize_data.py")
     out = tmp_path / "vis"
     assert tool.main(["--config-file", TREES, "--num", "3", "--output", str(out)]) == 0
     files = sorted(out.glob("*.jpg"))

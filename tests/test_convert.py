@@ -4,7 +4,6 @@ The oracle is PyPI ``sas-yolov7`` (the official YOLOv7 model code, GPL-3.0), ins
 tests only. Its models get random weights and random BatchNorm statistics, are pickled the
 way the official train.py saves them, converted, and must give the same raw head outputs.
 """
-import importlib.util
 import os
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from detectron2.modeling import build_model
 from yolov7_d2.checkpoint import CheckpointError, YOLOv7Checkpointer
 from yolov7_d2.config import load_config
 from yolov7_d2.convert import ConversionError, official_to_yolov7, read_official_checkpoint
+from scripts import load_script
 
 official_yolo = pytest.importorskip("sas_yolov7.models.yolo")
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,9 +85,7 @@ def test_plain_state_dict_and_anchors_come_from_checkpoint(tmp_path):
 
 
 def test_conversion_tool_writes_loadable_checkpoint(tmp_path):
-    spec = importlib.util.spec_from_file_location("convert_tool", ROOT / "tools" / "convert_official_weights.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_script("tools/convert_official_weights.py")
     source, output = tmp_path / "official.pt", tmp_path / "converted.pth"
     _save_official(_official_model("yolov7-tiny"), source)
     assert tool.main(["--config-file", str(ROOT / "configs/coco/yolov7-tiny.yaml"), str(source), str(output)]) == 0

@@ -1,7 +1,6 @@
 """YOLO data.yaml and Pascal VOC folders as detectron2 datasets: tiny datasets of real photos
 (scikit-image, CC0) built in temporary directories; every kind of bad label in error and skip
 mode; the train_net.py command-line options (parse_args + setup, no training)."""
-import importlib.util
 import logging
 from pathlib import Path
 
@@ -13,24 +12,12 @@ from photos import write_photos
 from yolov7_d2.config import load_config
 from yolov7_d2.data import YOLOv7MosaicMapper, register_voc_dataset, register_yolo_dataset
 from yolov7_d2.data.datasets import voc_format, yolo_format
+from log_records import Records
+from scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 # Photo sizes (width, height): astronaut 512x512, coffee 600x400, chelsea 451x300.
 SIZES = {"astronaut": (512, 512), "coffee": (600, 400), "chelsea": (451, 300)}
-
-
-class Records(logging.Handler):
-    """Collects records of one logger (works whatever its ``propagate``)."""
-
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.records = []
-
-    def emit(self, record):
-        self.records.append(record)
-
-    def messages(self, level=logging.DEBUG):
-        return [r.getMessage() for r in self.records if r.levelno >= level]
 
 
 @pytest.fixture
@@ -294,10 +281,7 @@ def test_voc_box_outside_image(tmp_path):
 # ---------------------------------------------------------------------------- command line
 @pytest.fixture(scope="module")
 def train_net():
-    spec = importlib.util.spec_from_file_location("train_net", ROOT / "train_net.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("train_net.py")
 
 
 def test_cli_yolo_data(train_net, tmp_path):

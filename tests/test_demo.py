@@ -1,6 +1,5 @@
 """demo.py and yolov7_d2.predictor on real photos: outputs, printed detections, errors, video,
 and that MODEL.WEIGHTS is what runs. Small and fast: yolov7-tiny at width 0.25, 256 px."""
-import importlib.util
 import logging
 import os
 import re
@@ -13,6 +12,7 @@ import pytest
 import torch
 
 from photos import PHOTOS, photo, write_photos
+from scripts import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "coco", "yolov7-tiny.yaml")
@@ -29,11 +29,7 @@ DETECTION = re.compile(r"^  (?P<name>\S.*?)  (?P<score>[0-9][0-9.e+-]*)  "
 
 
 def _load_demo():
-    spec = importlib.util.spec_from_file_location("yolov7_d2_demo", os.path.join(ROOT, "demo.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("demo.py")
 
 
 demo = _load_demo()
@@ -55,7 +51,6 @@ def parse_detections(out):
         if header:
             current = header["path"]
             result[current] = (int(header["w"]), int(header["h"]), [])
-            expected = int(header["n"])
             continue
         if line.startswith("  -> "):
             continue

@@ -3,10 +3,8 @@ onnxruntime on real photos letterboxed to 320 x 320: raw head maps equal PyTorch
 end-to-end graph (ONNX NonMaxSuppression) gives PyTorch's own postprocessing results, the
 batch dimension is dynamic. Mostly yolov7-tiny at width 0.25, one full-width check."""
 import copy
-import importlib.util
 import os
 import re
-import sys
 
 import numpy as np
 import pytest
@@ -24,6 +22,7 @@ from yolov7_d2.modeling import reparameterize  # noqa: E402
 from yolov7_d2.modeling.meta_arch import decode_predictions, postprocess_single_image  # noqa: E402
 
 from photos import PHOTOS, photo, write_photos  # noqa: E402
+from scripts import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "coco", "yolov7-tiny.yaml")
@@ -32,13 +31,6 @@ NARROW = ["MODEL.YOLOV7.WIDTH_MULTIPLE", "0.25"]
 # The demo's / official detect.py's postprocessing: the export defaults.
 DEFAULTS = dict(conf_thresh=0.25, iou_thresh=0.45, max_det=100, multi_label=False)
 
-
-def _load_script(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def letterboxed_batch(names=PHOTOS, size=SIZE):
@@ -363,7 +355,7 @@ def test_timm_backbone_normalizes_inside_the_graph(tmp_path):
 
 @pytest.fixture(scope="module")
 def export_tool():
-    return _load_script("yolov7_d2_export_onnx", os.path.join(ROOT, "tools", "export_onnx.py"))
+    return load_script("tools/export_onnx.py")
 
 
 @pytest.fixture(scope="module")
@@ -411,8 +403,7 @@ def test_export_tool_end2end(export_tool, checkpoint, deploy, images, tmp_path, 
 def test_export_tool_takes_a_deploy_checkpoint(export_tool, checkpoint, deploy, images, tmp_path,
                                                capsys):
     fused = str(tmp_path / "deploy.pth")
-    tool = _load_script("yolov7_d2_reparameterize",
-                        os.path.join(ROOT, "tools", "reparameterize.py"))
+    tool = load_script("tools/reparameterize.py")
     assert tool.main(["--config-file", CONFIG, checkpoint, fused, "--check-size", "0",
                       "--opts", *NARROW]) == 0
     output = str(tmp_path / "raw.onnx")
@@ -453,7 +444,7 @@ def printed_detections(out):
 
 
 def test_demo_runs_the_onnx_model(exported, model, tmp_path, capsys):
-    demo = _load_script("yolov7_d2_demo_onnx", os.path.join(ROOT, "demo.py"))
+    demo = load_script("demo.py")
     astronaut, coffee = write_photos(tmp_path / "in", names=("astronaut", "coffee"), ext=".png")
     checkpoint = str(tmp_path / "model.pth")
     torch.save({"model": model[1].state_dict()}, checkpoint)

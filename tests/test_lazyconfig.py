@@ -1,7 +1,6 @@
 """LazyConfigs (configs/**/*.py): every one instantiates, each builds the same model and recipe
 as its yaml twin, overrides stay consistent, and tools/lazyconfig_train_net.py trains,
 checkpoints, resumes and evaluates on the real DeepForest tree tiles."""
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from detectron2.modeling import build_model
 from yolov7_d2.config import load_config
 from yolov7_d2.data import YOLOv7MosaicMapper
 from yolov7_d2.engine import YOLOv7Trainer
+from scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 LEAVES = sorted(str(p.relative_to(ROOT / "configs")) for p in ROOT.glob("configs/*/*.py")
@@ -115,11 +115,7 @@ def test_overrides_keep_the_lazyconfig_consistent():
 
 
 def load_tool():
-    path = ROOT / "tools" / "lazyconfig_train_net.py"
-    spec = importlib.util.spec_from_file_location("lazyconfig_train_net", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tools/lazyconfig_train_net.py")
 
 
 def small_run(output_dir, max_iter):

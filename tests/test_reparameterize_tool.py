@@ -1,10 +1,8 @@
 """tools/reparameterize.py: a training checkpoint of full-width yolov7-tiny (random weights,
 randomized BatchNorm statistics and implicit knowledge) fused into the deploy checkpoint,
 which loads with MODEL.YOLOV7.REPARAMETERIZED True and gives the same outputs."""
-import importlib.util
 import os
 import re
-import sys
 
 import numpy as np
 import pytest
@@ -16,6 +14,7 @@ from yolov7_d2.config import load_config
 from yolov7_d2.export.deploy import build_deploy_model, checkpoint_is_reparameterized
 
 from photos import photo
+from scripts import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "coco", "yolov7-tiny.yaml")
@@ -23,12 +22,7 @@ TRAIN_PARAMS, FUSED_PARAMS = 6228762, 6219709  # official yolov7-tiny, training 
 
 
 def _load_tool():
-    path = os.path.join(ROOT, "tools", "reparameterize.py")
-    spec = importlib.util.spec_from_file_location("yolov7_d2_reparameterize_tool", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tools/reparameterize.py")
 
 
 tool = _load_tool()

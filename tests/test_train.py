@@ -1,6 +1,5 @@
 """train_net.py end to end on the real DeepForest tree tiles: train, checkpoint, evaluate,
 resume; and the train loop's handling of non-finite losses."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -8,16 +7,14 @@ import pytest
 import torch
 
 from yolov7_d2.engine import YOLOv7Trainer, YOLOv7TrainLoop
+from scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "deepforest" / "yolov7-tiny-trees.yaml"
 
 
 def load_train_net():
-    spec = importlib.util.spec_from_file_location("train_net", ROOT / "train_net.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("train_net.py")
 
 
 def small_run_opts(output_dir, max_iter):

@@ -23,15 +23,16 @@ from detectron2.engine import default_argument_parser, default_setup, default_wr
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
 from yolov7_d2.checkpoint import YOLOv7Checkpointer
-from yolov7_d2.data import (
-    CloseMosaicHook,
-    YOLOv7MosaicMapper,
-    register_deepforest,
-    register_labelme_examples,
+from yolov7_d2.data import CloseMosaicHook, YOLOv7MosaicMapper
+from yolov7_d2.engine import (
+    ModelEMA,
+    MultiScale,
+    YOLOv7TrainLoop,
+    accumulation_steps,
+    setup_yolov7_run,
+    unwrap_model,
 )
-from yolov7_d2.engine import ModelEMA, MultiScale, YOLOv7TrainLoop, accumulation_steps, unwrap_model
 
 logger = logging.getLogger("yolov7_d2")
 
@@ -117,14 +118,7 @@ def setup(args):
     cfg = LazyConfig.load(args.config_file)
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
     default_setup(cfg, args)
-    # This package's own messages in the console and log.txt at INFO, as train_net.py.
-    yolo_logger = setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(),
-                               name="yolov7_d2", abbrev_name="yolov7")
-    yolo_logger.setLevel(logging.INFO)
-    yolo_logger.propagate = True
-    # Lazy: data is fetched and prepared only when a registered split is first loaded.
-    register_deepforest()
-    register_labelme_examples()
+    setup_yolov7_run(cfg.train.output_dir)
     return cfg
 
 

@@ -6,6 +6,8 @@ import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
 
+from .utils.io import atomic_write
+
 __all__ = ["YOLOv7Checkpointer", "CheckpointError", "atomic_torch_save"]
 
 CONVERT_HINT = "convert official YOLOv7 .pt files first with tools/convert_official_weights.py"
@@ -17,15 +19,7 @@ class CheckpointError(ValueError):
 
 def atomic_torch_save(obj: Any, path: str) -> None:
     """``torch.save`` to a temporary file then rename, so ``path`` is never half-written."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 class YOLOv7Checkpointer(DetectionCheckpointer):

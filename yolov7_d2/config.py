@@ -119,7 +119,8 @@ def add_yolov7_config(cfg: CN) -> None:
     cfg.TEST.YOLOV7.EVAL_BACKEND = "pycocotools"
     # Write results csv, PR / F1 curves, confusion matrix and prediction images into OUTPUT_DIR.
     cfg.TEST.YOLOV7.ARTIFACTS = True
-    # Validation images drawn with their predictions per evaluation.
+    # Validation images drawn with their predictions per evaluation, and augmented training
+    # samples drawn at the start of training.
     cfg.TEST.YOLOV7.NUM_VIS_IMAGES = 8
 
     # Optimisation (official train.py); the base LR, momentum, weight decay and MAX_ITER are the

@@ -1,6 +1,7 @@
 """Single-image inference for demos: :class:`YOLOv7Predictor`, the YOLOv7 counterpart of
 detectron2's ``DefaultPredictor``, and :func:`class_names_metadata` for visualization."""
 import logging
+import os
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -13,6 +14,7 @@ from detectron2.data.catalog import Metadata
 from detectron2.modeling import build_model
 
 from .checkpoint import YOLOv7Checkpointer
+from .export.deploy import checkpoint_is_reparameterized
 
 __all__ = ["YOLOv7Predictor", "class_names_metadata"]
 
@@ -67,6 +69,11 @@ class YOLOv7Predictor:
 
     def __init__(self, cfg):
         self.cfg = cfg.clone()  # cfg can be modified by model
+        weights = self.cfg.MODEL.WEIGHTS
+        if weights and os.path.isfile(weights) and checkpoint_is_reparameterized(weights):
+            # A deploy checkpoint of tools/reparameterize.py needs the fused structure.
+            self.cfg.defrost()
+            self.cfg.MODEL.YOLOV7.REPARAMETERIZED = True
         self.model = build_model(self.cfg)
         self.model.eval()
         self.metadata = class_names_metadata(self.cfg)
@@ -74,7 +81,8 @@ class YOLOv7Predictor:
         if self.random_weights:
             logger.warning(RANDOM_WEIGHTS_WARNING)
         else:
-            YOLOv7Checkpointer(self.model).load(self.cfg.MODEL.WEIGHTS)
+            # Training checkpoints carry EMA weights: those are the final model (official).
+            YOLOv7Checkpointer(self.model, prefer_ema=True).load(weights)
         self.aug = T.ResizeShortestEdge(
             [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
         )

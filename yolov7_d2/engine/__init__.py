@@ -1,5 +1,6 @@
 """Training: the YOLOv7 trainer, its optimizer, schedule and EMA."""
 from .ema import ModelEMA, unwrap_model
+from .run_setup import setup_yolov7_run
 from .optimizer import build_yolov7_optimizer, yolov7_param_groups
 from .schedule import YOLOv7LRScheduler, accumulation_steps, lr_factor
 from .trainer import MultiScale, YOLOv7Trainer, YOLOv7TrainLoop

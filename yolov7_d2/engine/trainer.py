@@ -17,7 +17,6 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from .. import compat
 from ..anchors import AnchorCheckHook
 from ..checkpoint import YOLOv7Checkpointer
 from ..data import (

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from ..modeling import reparameterize
 from ..modeling.meta_arch import PAD_VALUE, decode_predictions, postprocess_single_image
+from ..utils.io import atomic_write
 
 __all__ = [
     "OPSET", "MIN_OPSET", "INPUT_NAME", "END2END_OUTPUTS", "METADATA_KEY", "ONNXExportError",
@@ -253,15 +254,7 @@ def export_onnx(model: nn.Module, path: str, *, image_size: Union[int, Sequence[
     onnx_model.producer_name = "yolov7_d2"
     onnx.checker.check_model(onnx_model)
 
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        onnx.save(onnx_model, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: onnx.save(onnx_model, tmp))
     return metadata
 
 

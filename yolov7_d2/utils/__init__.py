@@ -1,1 +1,1 @@
-"""Small utilities: plots of the run artefacts."""
+"""Small utilities: plots of the run artefacts, atomic file writes."""
