@@ -20,6 +20,7 @@ import numpy as np
 # Applies yolov7_d2.compat (before detectron2's submodules are imported) and registers YOLOv7.
 import yolov7_d2
 from yolov7_d2.checkpoint import CheckpointError
+from yolov7_d2.data import register_deepforest, register_labelme_examples
 
 logger = logging.getLogger("yolov7_d2.demo")
 
@@ -362,6 +363,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Runs the demo; returns the exit status (0 ok, 1 error). argparse errors exit with 2."""
     args = get_parser().parse_args(argv)
     capture = None
+    # Class names of the built-in datasets (registration is lazy: nothing is fetched here).
+    register_deepforest()
+    register_labelme_examples()
     try:
         cfg = setup_cfg(args)
         # Input errors before the model is built.

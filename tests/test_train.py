@@ -23,6 +23,7 @@ def small_run_opts(output_dir, max_iter):
         "MODEL.YOLOV7.WIDTH_MULTIPLE", "0.25", "INPUT.YOLOV7.IMAGE_SIZE", "160",
         "INPUT.MIN_SIZE_TEST", "160", "INPUT.MAX_SIZE_TEST", "160",
         "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", str(max_iter), "SOLVER.WARMUP_ITERS", "2",
+        "SOLVER.YOLOV7.NOMINAL_BATCH_SIZE", "2",  # an optimizer (and EMA) step every iteration
         "SOLVER.CHECKPOINT_PERIOD", "2", "TEST.EVAL_PERIOD", str(max_iter),
         "DATALOADER.NUM_WORKERS", "0", "INPUT.YOLOV7.CLOSE_MOSAIC_ITERS", "1",
         "OUTPUT_DIR", str(output_dir),
