@@ -101,7 +101,7 @@ def test_boxes_keep_their_colour_through_mosaic_perspective_flips(tmp_path):
     # No rotation here (a rotated rectangle fills its box only partly, down to ~45% for thin
     # slivers): boxes stay exact. Rotation is checked with disks in the polygon test.
     cfg = make_cfg(*NO_AUG, "INPUT.YOLOV7.SCALE", "0.5", "INPUT.YOLOV7.MOSAIC9_PROB", "0.5",
-                   "INPUT.YOLOV7.FLIP_UD", "0.5")
+                   "INPUT.YOLOV7.FLIP_UD", "0.5", "INPUT.YOLOV7.TRANSPOSE", "0.5")
     mapper = YOLOv7MosaicMapper(cfg, is_train=True, dataset_dicts=dicts)
     checked = 0
     for k in range(12):
@@ -189,6 +189,46 @@ def test_same_seed_same_output_different_seed_different(tmp_path):
     # successive calls on the same image differ (the call counter is in the seed)
     m = YOLOv7MosaicMapper(make_cfg(), is_train=True, dataset_dicts=dicts)
     assert not torch.equal(m(dicts[0])["image"], m(dicts[0])["image"])
+
+
+def test_transpose_swaps_axes_of_image_boxes_and_polygons(tmp_path):
+    image = np.zeros((4, 6, 3), np.uint8)
+    image[1, 5] = 255
+    targets = A.Targets([[5, 1, 6, 2]], [0], [[np.array([[5.0, 1.0], [6.0, 1.0], [6.0, 2.0]])]])
+    out, moved = A.transpose(image, targets)
+    assert out.shape == (6, 4, 3) and out[5, 1, 0] == 255
+    np.testing.assert_array_equal(moved.boxes, [[1, 5, 2, 6]])
+    np.testing.assert_array_equal(moved.polygons[0][0], [[1, 5], [1, 6], [2, 6]])
+
+    dicts = write_dataset(tmp_path, shape="disk")
+    plain = YOLOv7MosaicMapper(make_cfg(), is_train=True, dataset_dicts=dicts)
+    swapped = YOLOv7MosaicMapper(make_cfg("INPUT.YOLOV7.TRANSPOSE", "1.0"), is_train=True,
+                                 dataset_dicts=dicts)
+    for k in range(3):  # same seed: the same sample up to the final transpose
+        a, b = plain(dicts[k]), swapped(dicts[k])
+        assert torch.equal(b["image"], a["image"].transpose(1, 2))
+        assert len(a["instances"]) > 0
+        torch.testing.assert_close(b["instances"].gt_boxes.tensor,
+                                   a["instances"].gt_boxes.tensor[:, [1, 0, 3, 2]])
+        assert torch.equal(b["instances"].gt_classes, a["instances"].gt_classes)
+
+
+def test_image_cache_decodes_each_file_once_and_changes_nothing(tmp_path):
+    dicts = write_dataset(tmp_path, shape="disk")
+    opts = ["INPUT.YOLOV7.MIXUP_PROB", "0.5", "INPUT.YOLOV7.PASTE_IN_PROB", "0.5"]
+    plain = YOLOv7MosaicMapper(make_cfg(*opts), is_train=True, dataset_dicts=dicts)
+    cached = YOLOv7MosaicMapper(make_cfg(*opts, "INPUT.YOLOV7.CACHE_IMAGES", "True"),
+                                is_train=True, dataset_dicts=dicts)
+    reads = {id(plain): [], id(cached): []}
+    for mapper in (plain, cached):
+        read = mapper._read
+        mapper._read = lambda d, read=read, log=reads[id(mapper)]: log.append(d["file_name"]) or read(d)
+    for k in range(6):  # HSV and flips write into the images: the cache must not see it
+        a, b = plain(dicts[k % 3]), cached(dicts[k % 3])
+        assert torch.equal(a["image"], b["image"])
+        assert torch.equal(a["instances"].gt_boxes.tensor, b["instances"].gt_boxes.tensor)
+    assert len(reads[id(plain)]) > 2 * len(dicts)  # mosaic, mixup and paste-in partners
+    assert sorted(reads[id(cached)]) == sorted(d["file_name"] for d in dicts)
 
 
 # The gain of random perspective is U(1 - SCALE, 1.1 + SCALE) (official): SCALE -0.05 pins it

@@ -232,3 +232,33 @@ def test_training_rejects_bad_ground_truth():
         model([_training_input([], []), _training_input([[1, 1, 9, 9]], [3])])
     with pytest.raises(ValueError, match="instances"):
         model([{"image": torch.zeros(3, 64, 64)}])
+
+
+def test_channels_last_gives_same_outputs_losses_and_gradients():
+    from detectron2.utils.events import EventStorage
+
+    opts = ("MODEL.YOLOV7.WIDTH_MULTIPLE", "0.25", "MODEL.YOLOV7.NUM_CLASSES", "3")
+    nchw = build("yolov7-tiny", *opts)
+    nhwc = build("yolov7-tiny", *opts, "MODEL.YOLOV7.CHANNELS_LAST", "True")
+    nhwc.load_state_dict(nchw.state_dict())
+    conv = next(p for p in nhwc.parameters() if p.dim() == 4 and p.shape[-1] > 1)  # a 3x3 conv
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+
+    batch = [_training_input([[10, 20, 60, 90], [50, 50, 120, 127]], [0, 2]),
+             _training_input([[30, 30, 50, 45]], [1])]
+    losses = {}
+    for name, model in (("nchw", nchw), ("nhwc", nhwc)):
+        with EventStorage():
+            losses[name] = model(batch)
+        sum(losses[name].values()).backward()
+    for key, value in losses["nchw"].items():
+        torch.testing.assert_close(losses["nhwc"][key], value, rtol=1e-4, atol=1e-6, msg=key)
+    for (key, a), b in zip(nchw.named_parameters(), nhwc.parameters()):
+        # relative to the largest gradient of the tensor: sums over many pixels in another order
+        assert (b.grad - a.grad).abs().max() <= 1e-3 * a.grad.abs().max() + 1e-7, key
+
+    nchw.eval(), nhwc.eval()
+    x = torch.rand(1, 3, 128, 96)
+    with torch.no_grad():
+        for a, b in zip(nchw.forward_raw(x)["lead"], nhwc.forward_raw(x)["lead"]):
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)

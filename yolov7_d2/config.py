@@ -29,6 +29,9 @@ def add_yolov7_config(cfg: CN) -> None:
     # Build the re-parameterized (fused) structure, to load checkpoints written by
     # tools/reparameterize.py: BN folded, RepConv merged, implicit folded, no aux head.
     yolo.REPARAMETERIZED = False
+    # NHWC memory layout for weights and activations: identical outputs, faster convolutions
+    # on CPU (oneDNN) and on tensor-core GPUs.
+    yolo.CHANNELS_LAST = False
     # At training start, measure the best possible recall of the anchors on the training boxes
     # and warn (with the numbers) below this; 0 disables the check.
     yolo.ANCHOR_CHECK_MIN_BPR = 0.98
@@ -86,6 +89,9 @@ def add_yolov7_config(cfg: CN) -> None:
     # Flip probabilities.
     aug.FLIP_LR = 0.5
     aug.FLIP_UD = 0.0
+    # Swap x and y with this probability (not official). With FLIP_LR and FLIP_UD at 0.5 it
+    # makes all 8 right-angle rotations / reflections equally likely: for overhead imagery.
+    aug.TRANSPOSE = 0.0
     # Box filter after augmentation: min width/height (px), max aspect ratio, min area kept (fraction).
     aug.BOX_MIN_SIZE = 2.0
     aug.BOX_MAX_ASPECT = 20.0
@@ -95,6 +101,9 @@ def add_yolov7_config(cfg: CN) -> None:
     # Official --multi-scale: each batch resized by a random factor so its long side is in
     # [0.5, 1.5] x IMAGE_SIZE, rounded to the model stride.
     aug.MULTI_SCALE = False
+    # Keep every training image, decoded and resized, in memory (official --cache-images):
+    # each file is decoded once per process (each data-loader worker holds its own copy).
+    aug.CACHE_IMAGES = False
 
     # Research backbones: any timm model as the bottom-up part (MODEL.YOLOV7.BOTTOM_UP:
     # "build_timm_backbone").

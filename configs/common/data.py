@@ -33,6 +33,8 @@ dataloader.train = L(yolov7_train_loader)(
         hsv_gains=[0.015, 0.7, 0.4],
         flip_lr=0.5,
         flip_ud=0.0,
+        # Swap x and y with this probability (not official; for overhead imagery).
+        transpose=0.0,
         box_min_size=2.0,
         box_max_aspect=20.0,
         box_min_area_ratio=0.1,
@@ -41,6 +43,8 @@ dataloader.train = L(yolov7_train_loader)(
         max_iter="${train.max_iter}",
         # An int makes the augmentation reproducible; None draws a seed.
         seed=None,
+        # Keep decoded, resized images in memory (official --cache-images).
+        cache_images=False,
     ),
     total_batch_size=64,
     aspect_ratio_grouping=True,

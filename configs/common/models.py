@@ -80,6 +80,8 @@ def yolov7_model(arch_name: str = "yolov7"):
             gt_chunk=256,
         ),
         reparameterized=False,
+        # NHWC weights and activations: same outputs, faster convolutions.
+        channels_last=False,
     )
 
 

@@ -450,3 +450,11 @@ def flip_ud(img: np.ndarray, targets: Targets) -> Tuple[np.ndarray, Targets]:
     polys = [None if p is None else [np.stack([q[:, 0], h - q[:, 1]], 1) for q in p]
              for p in targets.polygons]
     return np.ascontiguousarray(img[::-1]), Targets(boxes, targets.classes, polys)
+
+
+def transpose(img: np.ndarray, targets: Targets) -> Tuple[np.ndarray, Targets]:
+    """Swap x and y (mirror about the main diagonal): with the two flips, every rotation by a
+    multiple of 90 degrees and every reflection of the square, with boxes kept exact."""
+    boxes = targets.boxes[:, [1, 0, 3, 2]].copy()
+    polys = [None if p is None else [q[:, ::-1].copy() for q in p] for p in targets.polygons]
+    return np.ascontiguousarray(img.transpose(1, 0, 2)), Targets(boxes, targets.classes, polys)

@@ -163,6 +163,7 @@ class YOLOv7MosaicMapper:
         hsv_gains: Tuple[float, float, float] = (0.015, 0.7, 0.4),
         flip_lr: float = 0.5,
         flip_ud: float = 0.0,
+        transpose: float = 0.0,
         box_min_size: float = 2.0,
         box_max_aspect: float = 20.0,
         box_min_area_ratio: float = 0.1,
@@ -170,6 +171,7 @@ class YOLOv7MosaicMapper:
         close_mosaic_iters: int = 0,
         max_iter: int = 0,
         seed: Optional[int] = 0,
+        cache_images: bool = False,
     ):
         """
         Args:
@@ -184,6 +186,9 @@ class YOLOv7MosaicMapper:
             degrees, translate, scale, shear, perspective (float): random perspective ranges.
             hsv_gains (tuple[float]): hue, saturation, value gains.
             flip_lr, flip_ud (float): flip probabilities.
+            transpose (float): probability of swapping x and y (not official; with both flips
+                at 0.5, all 8 right-angle rotations and reflections equally likely: for
+                overhead imagery, which has no up).
             box_min_size, box_max_aspect, box_min_area_ratio, polygon_min_area_ratio (float):
                 the box filter (see the class doc).
             close_mosaic_iters (int): mosaic, mixup and paste-in off for this many last
@@ -191,6 +196,10 @@ class YOLOv7MosaicMapper:
                 :meth:`set_iteration` (see :class:`CloseMosaicHook`).
             max_iter (int): the training length in iterations.
             seed (int or None): base seed of the random stream; None draws one from the OS.
+            cache_images (bool): keep every image read, resized, in memory (official
+                ``--cache-images``): each process (each dataloader worker) decodes each file
+                once, holding up to N x image_size^2 x 3 bytes. Worth it for small datasets,
+                where mosaic decodes 4 to 9 images per sample.
         """
         if image_format not in ("RGB", "BGR"):
             raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
@@ -214,6 +223,7 @@ class YOLOv7MosaicMapper:
             min_area_ratio=box_min_area_ratio, polygon_min_area_ratio=polygon_min_area_ratio)
         self.hsv_gains = tuple(hsv_gains)
         self.flip_lr_prob, self.flip_ud_prob = flip_lr, flip_ud
+        self.transpose_prob = transpose
         self.box_min_size, self.box_max_aspect = box_min_size, box_max_aspect
         self.close_mosaic_iters, self.max_iter = int(close_mosaic_iters), int(max_iter)
         if seed is None:
@@ -222,6 +232,7 @@ class YOLOv7MosaicMapper:
         self.seed = int(seed)
         # Shared with dataloader workers (written by the main process only).
         self._iteration = SharedIteration(0)
+        self._cache: Optional[Dict[str, np.ndarray]] = {} if cache_images else None
         self._calls = 0
         #: Counts in this process (each dataloader worker has its own): "samples", "boxes_in"
         #: (boxes read, mosaic partners included), "crowd_skipped", "dropped_by_filter", "pasted".
@@ -250,12 +261,14 @@ class YOLOv7MosaicMapper:
             "hsv_gains": (aug.HSV_H, aug.HSV_S, aug.HSV_V),
             "flip_lr": aug.FLIP_LR,
             "flip_ud": aug.FLIP_UD,
+            "transpose": aug.TRANSPOSE,
             "box_min_size": aug.BOX_MIN_SIZE,
             "box_max_aspect": aug.BOX_MAX_ASPECT,
             "box_min_area_ratio": aug.BOX_MIN_AREA_RATIO,
             "close_mosaic_iters": aug.CLOSE_MOSAIC_ITERS,
             "max_iter": cfg.SOLVER.MAX_ITER,
             "seed": cfg.SEED if cfg.SEED >= 0 else None,
+            "cache_images": aug.CACHE_IMAGES,
         }
 
     # ------------------------------------------------------------------ close mosaic
@@ -315,11 +328,20 @@ class YOLOv7MosaicMapper:
 
     def _load(self, dataset_dict: dict) -> Tuple[np.ndarray, Targets]:
         """Image with its long side resized to ``image_size``, and its targets."""
-        image = self._read(dataset_dict)
-        h, w = image.shape[:2]
-        shrink_plainly = not self.is_train and max(h, w) > self.image_size
-        interp = cv2.INTER_AREA if shrink_plainly else cv2.INTER_LINEAR
-        image, r = A.resize_long_side(image, self.image_size, interp)
+        file_name = dataset_dict["file_name"]
+        cached = self._cache.get(file_name) if self._cache is not None else None
+        if cached is None:
+            original = self._read(dataset_dict)
+            h, w = original.shape[:2]
+            shrink_plainly = not self.is_train and max(h, w) > self.image_size
+            interp = cv2.INTER_AREA if shrink_plainly else cv2.INTER_LINEAR
+            image, r = A.resize_long_side(original, self.image_size, interp)
+            if self._cache is not None:
+                self._cache[file_name] = (image, r, w, h)
+        else:
+            image, r, w, h = cached
+        # A copy when cached: later steps (HSV, flips) may write into the image in place.
+        image = image.copy() if self._cache is not None else image
         return image, self._targets(dataset_dict, r, w, h)
 
     def _partner(self, rng: np.random.Generator) -> dict:
@@ -369,6 +391,9 @@ class YOLOv7MosaicMapper:
             image, targets = A.flip_ud(image, targets)
         if rng.random() < self.flip_lr_prob:
             image, targets = A.flip_lr(image, targets)
+        # Drawn only when enabled, so that official pipelines keep their random stream.
+        if self.transpose_prob > 0 and rng.random() < self.transpose_prob:
+            image, targets = A.transpose(image, targets)
         return image, targets
 
     def _letterboxed(self, dataset_dict: dict) -> Tuple[np.ndarray, Targets]:

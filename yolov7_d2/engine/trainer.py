@@ -79,8 +79,13 @@ class YOLOv7TrainLoop(SimpleTrainer):
                  max_bad_batches: int = 5):
         super().__init__(model, data_loader, optimizer)
         self.accumulation, self.ema, self.multi_scale = accumulation, ema, multi_scale
-        self.amp = amp and torch.cuda.is_available()
-        self.grad_scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        # AMP: float16 with a gradient scaler on CUDA; bfloat16 (float32's exponent range, no
+        # scaler needed) on the CPU, where oneDNN runs it about 1.8x faster than float32 on
+        # CPUs with AVX512-BF16 or AMX (slower on those without).
+        self.amp, self.amp_device = amp, next(model.parameters()).device.type
+        self.amp_dtype = torch.float16 if self.amp_device == "cuda" else torch.bfloat16
+        self.grad_scaler = torch.amp.GradScaler(
+            "cuda", enabled=amp and self.amp_device == "cuda")
         self.max_bad_batches, self._bad_batches = max_bad_batches, 0
         self._last_step = -1
 
@@ -94,14 +99,18 @@ class YOLOv7TrainLoop(SimpleTrainer):
         if self._last_step < 0:
             self._last_step = self.iter - 1
             self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", enabled=self.amp):
+        with torch.autocast(self.amp_device, dtype=self.amp_dtype, enabled=self.amp):
             loss_dict = self.model(data)
         losses = sum(loss_dict.values())
         if not torch.isfinite(losses):
             self._skip_bad_batch(loss_dict)
             return
         self._bad_batches = 0
-        self.grad_scaler.scale(losses).backward()
+        # The loss is a sum over this process's images and DDP averages the gradients over
+        # processes: scaling by the world size makes the step a sum over the whole batch, as
+        # official train.py does (loss *= world_size), so BASE_LR means the same whatever the
+        # number of GPUs. The logged losses stay per process.
+        self.grad_scaler.scale(losses * comm.get_world_size()).backward()
         self._write_metrics(loss_dict, data_time)
         if self.iter - self._last_step >= self.accumulation(self.iter):
             self.grad_scaler.step(self.optimizer)
@@ -138,7 +147,9 @@ class YOLOv7Trainer(DefaultTrainer):
         self.ema = ModelEMA(model, solver.EMA_DECAY, solver.EMA_TAU) if solver.EMA_DECAY > 0 else None
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
-        model = create_ddp_model(model, broadcast_buffers=False)
+        # CPU modules take no device_ids (a gloo process group on CPU-only machines).
+        ddp_devices = {"device_ids": None} if cfg.MODEL.DEVICE == "cpu" else {}
+        model = create_ddp_model(model, broadcast_buffers=False, **ddp_devices)
         batch, nominal, warmup = cfg.SOLVER.IMS_PER_BATCH, solver.NOMINAL_BATCH_SIZE, cfg.SOLVER.WARMUP_ITERS
         multi_scale = None
         if cfg.INPUT.YOLOV7.MULTI_SCALE:

@@ -156,6 +156,16 @@ class YOLOv7Loss(nn.Module):
             {"loss_box", "loss_obj", "loss_cls"} and, with aux maps, the same with "_aux".
         """
         device = lead_maps[0].device
+        # Mixed precision stops at the head: in half precision, decoded boxes lose whole pixels
+        # (bfloat16 keeps 8 significant bits: steps of 2 px at 416), so the assignment and the
+        # losses run in float32 whatever autocast says.
+        lead_maps = [m.float() for m in lead_maps]
+        aux_maps = None if aux_maps is None else [m.float() for m in aux_maps]
+        with torch.autocast(device.type, enabled=False):
+            return self._losses(lead_maps, aux_maps, gt_boxes, gt_classes, anchors, strides)
+
+    def _losses(self, lead_maps, aux_maps, gt_boxes, gt_classes, anchors, strides):
+        device = lead_maps[0].device
         boxes, classes, mask = pad_ground_truth(gt_boxes, gt_classes, device)
         anchors = anchors.to(device)
         topk = self.topk or (20 if aux_maps is not None else 10)
