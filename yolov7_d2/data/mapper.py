@@ -232,7 +232,9 @@ class YOLOv7MosaicMapper:
         self.seed = int(seed)
         # Shared with dataloader workers (written by the main process only).
         self._iteration = SharedIteration(0)
-        self._cache: Optional[Dict[str, np.ndarray]] = {} if cache_images else None
+        #: file_name -> (resized image, scale, original width, height), or None: no cache.
+        self._cache: Optional[Dict[str, Tuple[np.ndarray, float, int, int]]] = (
+            {} if cache_images else None)
         self._calls = 0
         #: Counts in this process (each dataloader worker has its own): "samples", "boxes_in"
         #: (boxes read, mosaic partners included), "crowd_skipped", "dropped_by_filter", "pasted".
@@ -326,22 +328,26 @@ class YOLOv7MosaicMapper:
         self.stats["boxes_in"] += len(targets)
         return targets.clip(width, height).affine(scale)
 
+    def _read_resized(self, dataset_dict: dict) -> Tuple[np.ndarray, float, int, int]:
+        """The image with its long side resized to ``image_size``, the scale factor and the
+        original width and height."""
+        image = self._read(dataset_dict)
+        h, w = image.shape[:2]
+        shrink_plainly = not self.is_train and max(h, w) > self.image_size
+        interp = cv2.INTER_AREA if shrink_plainly else cv2.INTER_LINEAR
+        image, r = A.resize_long_side(image, self.image_size, interp)
+        return image, r, w, h
+
     def _load(self, dataset_dict: dict) -> Tuple[np.ndarray, Targets]:
         """Image with its long side resized to ``image_size``, and its targets."""
-        file_name = dataset_dict["file_name"]
-        cached = self._cache.get(file_name) if self._cache is not None else None
-        if cached is None:
-            original = self._read(dataset_dict)
-            h, w = original.shape[:2]
-            shrink_plainly = not self.is_train and max(h, w) > self.image_size
-            interp = cv2.INTER_AREA if shrink_plainly else cv2.INTER_LINEAR
-            image, r = A.resize_long_side(original, self.image_size, interp)
-            if self._cache is not None:
-                self._cache[file_name] = (image, r, w, h)
+        if self._cache is None:
+            image, r, w, h = self._read_resized(dataset_dict)
         else:
-            image, r, w, h = cached
-        # A copy when cached: later steps (HSV, flips) may write into the image in place.
-        image = image.copy() if self._cache is not None else image
+            file_name = dataset_dict["file_name"]
+            if file_name not in self._cache:
+                self._cache[file_name] = self._read_resized(dataset_dict)
+            image, r, w, h = self._cache[file_name]
+            image = image.copy()  # later steps (HSV, flips) write into the image in place
         return image, self._targets(dataset_dict, r, w, h)
 
     def _partner(self, rng: np.random.Generator) -> dict:

@@ -148,7 +148,8 @@ class YOLOv7Trainer(DefaultTrainer):
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         # CPU modules take no device_ids (a gloo process group on CPU-only machines).
-        ddp_devices = {"device_ids": None} if cfg.MODEL.DEVICE == "cpu" else {}
+        on_cpu = next(model.parameters()).device.type == "cpu"
+        ddp_devices = {"device_ids": None} if on_cpu else {}
         model = create_ddp_model(model, broadcast_buffers=False, **ddp_devices)
         batch, nominal, warmup = cfg.SOLVER.IMS_PER_BATCH, solver.NOMINAL_BATCH_SIZE, cfg.SOLVER.WARMUP_ITERS
         multi_scale = None
