@@ -181,16 +181,14 @@ def collect_images(inputs: Sequence[str]) -> List[Tuple[str, bool]]:
 
 
 def read_bgr(path: str) -> np.ndarray:
-    """An (H, W, 3) uint8 BGR image (EXIF orientation applied); DemoError naming the file."""
-    from detectron2.data.detection_utils import read_image
+    """An (H, W, 3) uint8 BGR image, read as in training and evaluation (EXIF orientation
+    applied, 16-bit and grayscale images to 8-bit, 3 channels); DemoError naming the file."""
+    from yolov7_d2.data.image_io import ImageLoadError, read_image
 
     try:
-        image = read_image(path, format="BGR")
-    except Exception as e:  # PIL: UnidentifiedImageError, truncated file, ...
-        raise DemoError(f"cannot read image {path!r}: {type(e).__name__}: {e}") from e
-    if image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
-        raise DemoError(f"cannot read image {path!r}: unexpected shape {image.shape}")
-    return image
+        return read_image(path, format="BGR")
+    except ImageLoadError as e:  # missing, truncated, not an image, ...
+        raise DemoError(str(e)) from e
 
 
 def output_paths(images: List[str], output: str) -> List[str]:

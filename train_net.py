@@ -8,32 +8,59 @@ Examples:
 
     python train_net.py --config-file configs/coco/yolov7-tiny.yaml --yolo-data my/data.yaml
     python train_net.py --config-file configs/coco/yolov7-tiny.yaml --voc-root VOCdevkit/VOC2007
+    python train_net.py --config-file configs/coco/yolov7-tiny.yaml \\
+        --coco-json train.json images/ --coco-val-json val.json images/ SOLVER.YOLOV7.EPOCHS 100
 
 Trailing KEY VALUE pairs override config keys (see yolov7_d2/config.py for the YOLOv7 ones).
+The configs count in epochs (SOLVER.YOLOV7.EPOCHS 300, as official): the iterations follow from
+the number of training images and SOLVER.IMS_PER_BATCH (the log line "Schedule: ..."), except
+for SOLVER.MAX_ITER, SOLVER.WARMUP_ITERS, SOLVER.CHECKPOINT_PERIOD or TEST.EVAL_PERIOD given.
 Evaluation uses the EMA weights when the checkpoint has them (the official final model).
 """
 import logging
+import os
 
 import yolov7_d2  # noqa: F401  (detectron2 compat shims, registrations)
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
+from detectron2.utils.file_io import PathManager
 from yolov7_d2.checkpoint import YOLOv7Checkpointer
-from yolov7_d2.config import load_config
-from yolov7_d2.data.datasets.yolo_format import add_dataset_arguments, apply_dataset_arguments
-from yolov7_d2.engine import YOLOv7Trainer, setup_yolov7_run
+from yolov7_d2.config import keys_set_by, load_config
+from yolov7_d2.data.datasets.cli import add_dataset_arguments, apply_dataset_arguments
+from yolov7_d2.engine import (
+    YOLOv7Trainer,
+    count_training_images,
+    resolve_epoch_schedule,
+    setup_yolov7_run,
+)
 
 logger = logging.getLogger("yolov7_d2")
 
 
 def setup(args):
-    """Config from --config-file and trailing options, frozen, with detectron2's setup."""
+    """Config from --config-file and trailing options, frozen, with detectron2's setup; to
+    train, SOLVER.YOLOV7.EPOCHS and the other epoch keys turned into iterations."""
     cfg = load_config(args.config_file, args.opts)
-    # --yolo-data / --voc-root: register the dataset, point DATASETS.* / NUM_CLASSES at it.
+    # --yolo-data / --voc-root / --coco-json: register the dataset, point DATASETS.* and
+    # NUM_CLASSES at it.
     apply_dataset_arguments(cfg, args)
     cfg.freeze()
     default_setup(cfg, args)
-    setup_yolov7_run(cfg.OUTPUT_DIR)
+    setup_yolov7_run(cfg.OUTPUT_DIR)  # registers the built-in datasets: counted below
+    if not args.eval_only and cfg.SOLVER.YOLOV7.EPOCHS > 0:
+        # Iteration keys the config files or options set are kept (yolov7_d2/engine/epochs.py).
+        cfg = resolve_epoch_schedule(cfg, count_training_images(cfg),
+                                     explicit=keys_set_by(args.config_file, args.opts))
+        save_config(cfg)
     return cfg
+
+
+def save_config(cfg):
+    """OUTPUT_DIR/config.yaml again: default_setup wrote it before the epochs were turned into
+    iterations, and a run started from it must get the same schedule."""
+    if comm.is_main_process() and cfg.OUTPUT_DIR:
+        with PathManager.open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
+            f.write(cfg.dump())
 
 
 def main(args):

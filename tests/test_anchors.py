@@ -120,7 +120,7 @@ def test_anchor_check_at_training_start_warns_on_absurd_anchors(tmp_path):
     cfg = load_config(str(TREES), [
         "MODEL.YOLOV7.WIDTH_MULTIPLE", "0.25", "INPUT.YOLOV7.IMAGE_SIZE", "160",
         "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0", "MODEL.YOLOV7.ANCHORS", huge,
-        "OUTPUT_DIR", str(tmp_path)])
+        "MODEL.YOLOV7.AUTOANCHOR", "False", "OUTPUT_DIR", str(tmp_path)])
     trainer = YOLOv7Trainer(cfg)
     (hook,) = [h for h in trainer._hooks if isinstance(h, A.AnchorCheckHook)]
     handler = Records()
@@ -134,6 +134,7 @@ def test_anchor_check_at_training_start_warns_on_absurd_anchors(tmp_path):
     (warning,) = [r.getMessage() for r in handler.records if r.levelno == logging.WARNING]
     assert "best possible recall 0.0000 < MODEL.YOLOV7.ANCHOR_CHECK_MIN_BPR 0.98" in warning
     assert "tools/compute_anchors.py --config-file" in warning
+    assert hook.trainer.model.anchors.max() >= 900  # warn only: the anchors stay
 
     # The official tiny anchors fit the tiles at 416 px; and the check can be turned off.
     hook.trainer.model.anchors.copy_(
@@ -193,3 +194,87 @@ def test_metrics_match_the_official_check_anchors(capsys):
     assert float(printed.group(1)) == pytest.approx(aat, abs=5e-3)
     ours = A.box_sizes(dicts, 640, random_scale=True, seed=3)
     assert A.anchor_metrics(ours, anchors) == pytest.approx((bpr, aat))
+
+
+def write_bars(root: Path) -> Path:
+    """A YOLO data.yaml of 256x256 images with 10:1 horizontal bars 60 to 105 px long, 16
+    sizes over 4 training images (4 bars each) and one validation image. At image size 128
+    (30-52 x 3-5 px) the yolov7-tiny anchors fit hardly any (best possible recall 0 to 0.25
+    with the check's random scale)."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    lengths = np.arange(60, 108, 3).reshape(4, 4)
+    for split, rows in (("train", lengths), ("val", lengths[:1, ::2])):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for i, row in enumerate(rows):
+            image = rng.integers(100, 160, (256, 256, 3), dtype=np.uint8)
+            lines = []
+            for j, length in enumerate(row):
+                x0, y0, h = 20 + 30 * (j % 2), 30 + 55 * j, length / 10
+                cv2.rectangle(image, (x0, y0), (int(x0 + length), int(y0 + h)), (20, 20, 20), -1)
+                lines.append(f"0 {(x0 + length / 2) / 256} {(y0 + h / 2) / 256} {length / 256} "
+                             f"{h / 256}")
+            cv2.imwrite(str(root / "images" / split / f"{i}.png"), image)
+            (root / "labels" / split / f"{i}.txt").write_text("\n".join(lines) + "\n")
+    (root / "data.yaml").write_text("train: images/train\nval: images/val\nnames: [bar]\n")
+    return root / "data.yaml"
+
+
+def bars_trainer(tmp_path, *opts):
+    """A yolov7-tiny trainer on the bars at 128 px, through train_net.py --yolo-data."""
+    from yolov7_d2.engine import YOLOv7Trainer
+
+    train_net = load_script("train_net.py")
+    args = train_net.parse_args([
+        "--config-file", str(ROOT / "configs" / "coco" / "yolov7-tiny.yaml"),
+        "--yolo-data", str(write_bars(tmp_path / "bars")), "MODEL.DEVICE", "cpu",
+        "MODEL.YOLOV7.WIDTH_MULTIPLE", "0.25", "INPUT.YOLOV7.IMAGE_SIZE", "128",
+        "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "128", "SOLVER.IMS_PER_BATCH", "2",
+        "SOLVER.MAX_ITER", "2", "SOLVER.WARMUP_ITERS", "1", "SOLVER.YOLOV7.NOMINAL_BATCH_SIZE",
+        "2", "DATALOADER.NUM_WORKERS", "0", "TEST.YOLOV7.ARTIFACTS", "False", "SEED", "0",
+        "OUTPUT_DIR", str(tmp_path / "out"), *opts])
+    trainer = YOLOv7Trainer(train_net.setup(args))
+    (hook,) = [h for h in trainer._hooks if isinstance(h, A.AnchorCheckHook)]
+    return trainer, hook
+
+
+@pytest.fixture
+def anchor_logs():
+    handler = Records()
+    logger = logging.getLogger("yolov7_d2.anchors")
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+
+
+def test_autoanchor_replaces_anchors_that_miss_the_boxes(tmp_path, anchor_logs):
+    import torch
+
+    trainer, hook = bars_trainer(tmp_path)
+    before = trainer.model.anchors.clone()
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    assert hook.result["bpr"] < 0.3 and hook.result["new_bpr"] == 1.0
+    new = torch.as_tensor(hook.result["new_anchors"])
+    assert new.shape == before.shape and new[..., 0].ge(5 * new[..., 1]).all()  # long and thin
+    assert torch.equal(trainer.model.anchors, new)
+    assert torch.allclose(trainer.ema.ema.anchors, new)
+    saved = torch.load(tmp_path / "out" / "model_final.pth", map_location="cpu",
+                       weights_only=False)
+    assert torch.equal(saved["model"]["anchors"], new)
+    assert torch.allclose(saved["ema"]["model"]["anchors"], new)
+    (message,) = [m for m in anchor_logs.messages(logging.WARNING) if "autoanchor" in m]
+    assert f"best possible recall {hook.result['bpr']:.4f} -> 1.0000" in message
+    assert "MODEL.YOLOV7.ANCHORS [[" in message
+
+
+def test_autoanchor_off_only_warns(tmp_path, anchor_logs):
+    trainer, hook = bars_trainer(tmp_path, "MODEL.YOLOV7.AUTOANCHOR", "False")
+    before = trainer.model.anchors.clone()
+    hook.before_train()
+    assert hook.result["bpr"] < 0.3 and "new_anchors" not in hook.result
+    assert trainer.model.anchors.equal(before) and trainer.ema.ema.anchors.equal(before)
+    (warning,) = anchor_logs.messages(logging.WARNING)
+    assert "tools/compute_anchors.py" in warning

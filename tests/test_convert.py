@@ -134,9 +134,15 @@ def test_checkpointer_names_num_classes_mismatch_and_foreign_files(tmp_path):
     torch.save({"model": small.state_dict()}, path)
     with pytest.raises(CheckpointError, match="predicts 3 classes but MODEL.YOLOV7.NUM_CLASSES is 80"):
         YOLOv7Checkpointer(_our_model("yolov7-tiny")).load(str(path))
+    # An official file is converted on the fly; its class count must match unless fine-tuning.
     official = tmp_path / "official.pt"
     _save_official(_official_model("yolov7-tiny"), official)
-    with pytest.raises(CheckpointError, match="convert_official_weights"):
-        YOLOv7Checkpointer(_our_model("yolov7-tiny")).load(str(official))
+    model = _our_model("yolov7-tiny")
+    YOLOv7Checkpointer(model).load(str(official))
+    expected = official_to_yolov7(read_official_checkpoint(str(official)), model)
+    assert all(torch.equal(value, expected[key]) for key, value in model.state_dict().items())
+    with pytest.raises(CheckpointError, match="NUM_CLASSES"):
+        YOLOv7Checkpointer(_our_model("yolov7-tiny", "MODEL.YOLOV7.NUM_CLASSES", "3")).load(
+            str(official))
     with pytest.raises(CheckpointError, match="does not exist"):
         YOLOv7Checkpointer(_our_model("yolov7-tiny")).load(str(tmp_path / "nope.pth"))

@@ -323,3 +323,57 @@ def test_cli_voc_root_and_on_bad_label(train_net, tmp_path):
     args = train_net.parse_args(["--config-file", config, "--voc-root", str(root)])
     with pytest.raises(ValueError, match="ON_BAD_LABEL"):
         yolo_format.apply_dataset_arguments(cfg, args)
+
+
+def write_coco(path: Path, images, categories=((1, "person"), (3, "cup"))):
+    """A COCO json of ``images`` {file name: [(category id, x, y, w, h), ...]}."""
+    import json
+
+    doc = {"images": [], "annotations": [],
+           "categories": [{"id": i, "name": n} for i, n in categories]}
+    for image_id, (file_name, boxes) in enumerate(images.items(), 1):
+        w, h = SIZES[Path(file_name).stem]
+        doc["images"].append({"id": image_id, "file_name": file_name, "width": w, "height": h})
+        for cat, *xywh in boxes:
+            doc["annotations"].append({"id": len(doc["annotations"]) + 1, "image_id": image_id,
+                                       "category_id": cat, "bbox": xywh, "area": xywh[2] * xywh[3],
+                                       "iscrowd": 0})
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+def test_cli_coco_json(train_net, tmp_path):
+    images = tmp_path / "images"
+    write_photos(images, ["astronaut", "coffee", "chelsea"])
+    train = write_coco(tmp_path / "train.json", {"astronaut.jpg": [(1, 128, 64, 256, 384)],
+                                                 "coffee.jpg": [(3, 120, 100, 240, 200)]})
+    val = write_coco(tmp_path / "val.json", {"chelsea.jpg": []})
+    config = str(ROOT / "configs" / "coco" / "yolov7-tiny.yaml")
+    out = ["OUTPUT_DIR", str(tmp_path / "out")]
+    args = train_net.parse_args(["--config-file", config, "--coco-json", train, str(images),
+                                 "--coco-val-json", val, str(images), *out])
+    cfg = train_net.setup(args)
+    assert cfg.DATASETS.TRAIN == ("coco_json_train",) and cfg.DATASETS.TEST == ("coco_json_val",)
+    assert cfg.MODEL.YOLOV7.NUM_CLASSES == 2
+    dicts = by_stem(DatasetCatalog.get("coco_json_train"))
+    assert [a["category_id"] for a in dicts["coffee"]["annotations"]] == [1]  # id 3: 2nd class
+    np.testing.assert_allclose(dicts["astronaut"]["annotations"][0]["bbox"], [128, 64, 256, 384])
+    assert len(DatasetCatalog.get("coco_json_val")) == 1
+    assert MetadataCatalog.get("coco_json_val").json_file == val  # what COCOEvaluator reads
+    assert MetadataCatalog.get("coco_json_train").thing_classes == ["person", "cup"]
+
+    # Without validation json: no evaluation.
+    args = train_net.parse_args(["--config-file", config, "--coco-json", train, str(images), *out])
+    assert train_net.setup(args).DATASETS.TEST == ()
+
+    other = write_coco(tmp_path / "other.json", {"chelsea.jpg": []}, categories=((1, "cat"),))
+    args = train_net.parse_args(["--config-file", config, "--coco-json", train, str(images),
+                                 "--coco-val-json", other, str(images), *out])
+    with pytest.raises(ValueError, match="categories of .*other.json"):
+        train_net.setup(args)
+    args = train_net.parse_args(["--config-file", config, "--coco-val-json", val, str(images)])
+    with pytest.raises(ValueError, match="--coco-val-json needs --coco-json"):
+        train_net.setup(args)
+    with pytest.raises(SystemExit):  # one dataset option at a time
+        train_net.parse_args(["--config-file", config, "--coco-json", train, str(images),
+                              "--yolo-data", "a.yaml"])

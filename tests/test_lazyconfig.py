@@ -8,9 +8,9 @@ import torch
 
 from detectron2.config import LazyConfig, instantiate
 from detectron2.modeling import build_model
-from yolov7_d2.config import load_config
+from yolov7_d2.config import keys_set_by, load_config
 from yolov7_d2.data import YOLOv7MosaicMapper
-from yolov7_d2.engine import YOLOv7Trainer
+from yolov7_d2.engine import YOLOv7Trainer, resolve_epoch_schedule, resolve_lazy_epoch_schedule
 from scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +57,16 @@ def test_every_leaf_has_a_yaml_twin():
 @pytest.mark.parametrize("leaf", LEAVES)
 def test_lazyconfig_builds_the_model_and_recipe_of_its_yaml(leaf):
     cfg, ycfg = load_pair(leaf)
+    train, solver = cfg.train, ycfg.SOLVER
+    assert (train.epochs, train.warmup_epochs, train.min_warmup_iters) == (
+        solver.YOLOV7.EPOCHS, solver.YOLOV7.WARMUP_EPOCHS, solver.YOLOV7.MIN_WARMUP_ITERS)
+    assert (train.checkpoint_period_epochs, train.eval_period_epochs) == (
+        solver.YOLOV7.CHECKPOINT_PERIOD_EPOCHS, ycfg.TEST.YOLOV7.EVAL_PERIOD_EPOCHS)
+    assert (train.best_metric, train.early_stop_patience) == (
+        ycfg.TEST.YOLOV7.BEST_METRIC, ycfg.TEST.YOLOV7.EARLY_STOP_PATIENCE)
+    # The same iterations from the epochs, for COCO train2017's size.
+    cfg = resolve_lazy_epoch_schedule(cfg, 118287)
+    ycfg = resolve_epoch_schedule(ycfg, 118287, keys_set_by(str(yaml_twin(leaf))))
     model, yaml_model = instantiate(cfg.model), build_model(ycfg)
     assert_same_model(model, yaml_model)
 
@@ -137,7 +147,7 @@ def test_lazyconfig_train_net_trains_resumes_and_evaluates(tmp_path):
     config = str(ROOT / "configs" / "coco" / "yolov7_tiny.py")
     results = tool.main(tool.parse_args(["--config-file", config, *small_run(tmp_path, 2)]))
     assert "bbox" in results and 0.0 <= results["bbox"]["AP50"] <= 100.0
-    assert (tmp_path / "model_0000000.pth").is_file()
+    assert (tmp_path / "model_0000000.pth").is_file() and (tmp_path / "model_best.pth").is_file()
     saved = torch.load(tmp_path / "model_final.pth", map_location="cpu", weights_only=False)
     assert saved["iteration"] == 1 and saved["ema"]["updates"] >= 1
     assert "optimizer" in saved["trainer"]  # with the iteration and the hooks

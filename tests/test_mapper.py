@@ -355,7 +355,9 @@ def test_unreadable_image_error_names_the_file(tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
     cfg = make_cfg()
-    mapper = YOLOv7MosaicMapper(cfg, is_train=True, dataset_dicts=dicts)
+    # Evaluation letterbox: nothing to draw instead (training replaces the sample, see
+    # tests/test_validate.py).
+    mapper = YOLOv7MosaicMapper(cfg, is_train=False, dataset_dicts=None)
     for path in (bad, tmp_path / "missing.png"):
         d = dict(dicts[0], file_name=str(path))
         with pytest.raises(ImageLoadError, match=path.name):
@@ -393,7 +395,7 @@ def test_build_train_loader_shares_the_dicts(tmp_path):
     DatasetCatalog.register(name, lambda: dicts)
     MetadataCatalog.get(name).set(thing_classes=["a", "b", "c"])
     cfg = make_cfg("DATASETS.TRAIN", f"('{name}',)", "SOLVER.IMS_PER_BATCH", "2",
-                   "DATALOADER.NUM_WORKERS", "0")
+                   "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(tmp_path))
     try:
         loader = build_yolov7_train_loader(cfg)
         batch = next(iter(loader))

@@ -1,12 +1,15 @@
 """train_net.py end to end on the real DeepForest tree tiles: train, checkpoint, evaluate,
-resume; and the train loop's handling of non-finite losses."""
+resume, keep the best model and stop early; and the train loop's handling of non-finite
+losses."""
 import json
+import logging
 from pathlib import Path
 
 import pytest
 import torch
 
 from yolov7_d2.engine import YOLOv7Trainer, YOLOv7TrainLoop
+from log_records import Records
 from scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,3 +109,69 @@ def test_non_finite_loss_is_skipped_then_raises():
         loop.iter = 4
         with pytest.raises(FloatingPointError, match="not finite for 3 batches"):
             loop.run_step()
+
+
+def test_best_model_and_early_stopping_on_deepforest(train_net, tmp_path):
+    """Evaluation every iteration: model_best.pth holds the iteration of the best bbox/AP, and
+    training stops at the first evaluation that is not better (patience 1), model_final.pth
+    written and the reason logged."""
+    opts = [*small_run_opts(tmp_path, 8), "TEST.EVAL_PERIOD", "1",
+            "TEST.YOLOV7.EARLY_STOP_PATIENCE", "1", "TEST.YOLOV7.ARTIFACTS", "False"]
+    trainer = YOLOv7Trainer(train_net.setup(train_net.parse_args(["--config-file", str(CONFIG),
+                                                                  *opts])))
+    trainer.resume_or_load(resume=False)
+    results = trainer.train()
+    aps = [(it, ap) for ap, it in trainer.storage.history("bbox/AP").values()]
+    stop = aps[-1][0]
+    assert stop == trainer.iter < 7 and results["bbox"]["AP"] == aps[-1][1]
+    # Patience 1: every evaluation but the last improved on all before it.
+    values = [ap for _, ap in aps]
+    assert all(values[i] > max(values[:i]) for i in range(1, len(values) - 1))
+    assert values[-1] <= max(values[:-1])
+    best_iter = aps[-2][0]
+    best = torch.load(tmp_path / "model_best.pth", map_location="cpu", weights_only=False)
+    final = torch.load(tmp_path / "model_final.pth", map_location="cpu", weights_only=False)
+    assert best["iteration"] == best_iter and final["iteration"] == stop
+    assert f"Early stopping at iteration {stop}: bbox/AP has not improved for 1 evaluations" \
+        in (tmp_path / "log.txt").read_text()
+
+
+def test_early_stop_after_patience_evaluations_without_improvement(tmp_path):
+    """Scripted evaluation results through detectron2's train loop: model_best.pth is saved at
+    the best AP, training ends after ``patience`` evaluations that are not better, every
+    hook's after_train still runs, and model_final.pth is written at the stop."""
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.engine import HookBase, TrainerBase, hooks
+    from yolov7_d2.engine import EarlyStop, best_model_hooks
+
+    class Loop(TrainerBase):
+        def run_step(self):
+            pass
+
+    class AfterTrain(HookBase):
+        def after_train(self):
+            ended.append(self.trainer.iter)
+
+    aps, ended = iter([10.0, 30.0, 20.0, 30.0, 50.0]), []
+    checkpointer = DetectionCheckpointer(torch.nn.Linear(1, 1), str(tmp_path))
+    loop = Loop()
+    loop.register_hooks([hooks.EvalHook(1, lambda: {"bbox": {"AP": next(aps)}}),
+                         *best_model_hooks(1, checkpointer, "bbox/AP", patience=2), AfterTrain()])
+    handler = Records()
+    logger = logging.getLogger("yolov7_d2.engine.best_model")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        with pytest.raises(EarlyStop):
+            loop.train(0, 10)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+    assert ended == [3]  # 30 at iteration 1, then 20 and 30 (not above 30): 2 evaluations
+    saved = {name: torch.load(tmp_path / f"{name}.pth", map_location="cpu", weights_only=False)
+             for name in ("model_best", "model_final")}
+    assert saved["model_best"]["iteration"] == 1 and saved["model_final"]["iteration"] == 3
+    assert checkpointer.get_checkpoint_file().endswith("model_final.pth")  # what --resume loads
+    assert handler.messages() == [
+        "Early stopping at iteration 3: bbox/AP has not improved for 2 evaluations (best "
+        "30.0000 at iteration 1; TEST.YOLOV7.EARLY_STOP_PATIENCE 2)."]

@@ -6,9 +6,11 @@ Example:
     python tools/convert_official_weights.py --config-file configs/coco/yolov7.yaml \\
         yolov7_training.pt output/yolov7_d2.pth
 
-The official code need not be installed. Every tensor is mapped and checked; anchors come from
-the checkpoint. Released P6 checkpoints without auxiliary head need
+The official code need not be installed. Every tensor is mapped and checked; anchors and class
+names come from the checkpoint. Released P6 checkpoints without auxiliary head need
 ``--opts MODEL.YOLOV7.AUX_HEAD False``; deploy (plain Detect) ones ``MODEL.YOLOV7.DEPLOY True``.
+(MODEL.WEIGHTS may also name the official file itself: it is then converted when loaded, and
+fine-tuned when training if its class count differs.)
 """
 import argparse
 import logging
@@ -18,7 +20,7 @@ import yolov7_d2  # noqa: F401  (applies the detectron2 compat shims, registers 
 from detectron2.modeling import build_model
 from yolov7_d2.checkpoint import atomic_torch_save
 from yolov7_d2.config import load_config
-from yolov7_d2.convert import ConversionError, official_to_yolov7, read_official_checkpoint
+from yolov7_d2.convert import ConversionError, load_official_checkpoint, official_to_yolov7
 
 logger = logging.getLogger("yolov7_d2.convert")
 
@@ -41,12 +43,15 @@ def main(argv=None) -> int:
     cfg = load_config(args.config_file, list(args.opts) + ["MODEL.DEVICE", "cpu"])
     model = build_model(cfg)
     try:
-        state = official_to_yolov7(read_official_checkpoint(args.source), model, args.source)
+        official = load_official_checkpoint(args.source)
+        state = official_to_yolov7(official.state, model, args.source)
     except (ConversionError, FileNotFoundError) as e:
         logger.error("Conversion failed: %s", e)
         return 1
+    # The class names travel with the weights: fine-tuning can keep the classes named alike.
     atomic_torch_save({"model": state, "__author__": "official YOLOv7, converted by yolov7_d2",
-                       "matching_heuristics": False}, args.output)
+                       "thing_classes": official.class_names, "matching_heuristics": False},
+                      args.output)
     logger.info("Wrote %d tensors (%d parameters) to %s; anchors: %s", len(state),
                 sum(p.numel() for p in model.parameters()), args.output,
                 state["anchors"].flatten(1).tolist())

@@ -11,10 +11,14 @@ Trailing ``a.b=c`` arguments override config values (e.g. ``model.num_classes=1
 dataloader.train.total_batch_size=16``). The recipe is train_net.py's, from the same
 ``yolov7_d2.engine`` pieces: gradient accumulation to ``train.nominal_batch_size`` (ramped up
 during the warm-up), the warm-up + one-cycle schedule (``lr_multiplier``), model EMA
-(checkpointed and evaluated), close mosaic, optional AMP and multi-scale. Evaluation uses the
-EMA weights, from a training checkpoint too (--eval-only).
+(checkpointed and evaluated), close mosaic, optional AMP and multi-scale, ``model_best.pth`` by
+``train.best_metric`` and early stopping (``train.early_stop_patience``). Evaluation uses the
+EMA weights, from a training checkpoint too (--eval-only). The schedule is in epochs
+(``train.epochs``...): ``train.max_iter``, ``train.warmup_iters``, ``train.eval_period`` and
+``train.checkpointer.period`` left None are derived from the number of training images.
 """
 import logging
+import os
 import weakref
 
 import yolov7_d2  # noqa: F401  (detectron2 compat shims, registrations)
@@ -26,10 +30,13 @@ from detectron2.utils import comm
 from yolov7_d2.checkpoint import YOLOv7Checkpointer
 from yolov7_d2.data import CloseMosaicHook, YOLOv7MosaicMapper
 from yolov7_d2.engine import (
+    EarlyStop,
     ModelEMA,
     MultiScale,
     YOLOv7TrainLoop,
     accumulation_steps,
+    best_model_hooks,
+    resolve_lazy_epoch_schedule,
     setup_yolov7_run,
     unwrap_model,
 )
@@ -77,8 +84,9 @@ def build_training(cfg):
     cfg.lr_multiplier.optimizer = optimizer
     scheduler = instantiate(cfg.lr_multiplier)
     extra = {"ema": ema} if ema is not None else {}
+    # init_checkpoint of another class count (official COCO weights) is fine-tuned.
     checkpointer = YOLOv7Checkpointer(model, cfg.train.output_dir, trainer=weakref.proxy(trainer),
-                                      **extra)
+                                      finetune=True, **extra)
 
     def evaluate():
         # Official: the EMA weights are the model that is evaluated (and deployed).
@@ -94,6 +102,10 @@ def build_training(cfg):
         hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
         if comm.is_main_process() else None,
         hooks.EvalHook(cfg.train.eval_period, evaluate),
+        # model_best.pth and early stopping, from the results of the EvalHook just before.
+        *best_model_hooks(cfg.train.eval_period, checkpointer,
+                          cfg.train.best_metric if "evaluator" in cfg.dataloader else "",
+                          patience=cfg.train.early_stop_patience),
         hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter),
                              period=cfg.train.log_period)
         if comm.is_main_process() else None,
@@ -105,20 +117,33 @@ def build_training(cfg):
 def do_train(args, cfg):
     """Train (resuming from the last checkpoint of train.output_dir with --resume); returns
     the last evaluation results of the EMA model."""
+    if "test" in cfg.dataloader:
+        # Loads (validates, caches) the evaluation images now, not at the first evaluation.
+        instantiate(cfg.dataloader.test.dataset)
     trainer, checkpointer = build_training(cfg)
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
     # The checkpoint holds the iteration that just finished.
     start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
-    trainer.train(start_iter, cfg.train.max_iter)
+    try:
+        trainer.train(start_iter, cfg.train.max_iter)
+    except EarlyStop:
+        pass  # a clean end: the hook logged why and saved model_final
     return trainer.last_eval_results
 
 
 def setup(args):
-    """The LazyConfig of --config-file with the overrides, with detectron2's setup."""
+    """The LazyConfig of --config-file with the overrides, with detectron2's setup; to train,
+    the iterations left None derived from the epochs."""
     cfg = LazyConfig.load(args.config_file)
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
     default_setup(cfg, args)
-    setup_yolov7_run(cfg.train.output_dir)
+    setup_yolov7_run(cfg.train.output_dir)  # registers the built-in datasets: counted below
+    if not args.eval_only and cfg.train.get("epochs"):
+        num_images = len(instantiate(cfg.dataloader.train.mapper.dataset_dicts))
+        cfg = resolve_lazy_epoch_schedule(cfg, num_images)
+        if comm.is_main_process():
+            # default_setup saved it before the epochs were turned into iterations.
+            LazyConfig.save(cfg, os.path.join(cfg.train.output_dir, "config.yaml"))
     return cfg
 
 

@@ -14,7 +14,9 @@ anchor when ``max(w/a_w, a_w/w, h/a_h, a_h/h) < anchor_t``, that is ``m > 1 / an
 
 Box sizes are taken as training sees them: each image resized so that its long side is
 ``INPUT.YOLOV7.IMAGE_SIZE``. The training-start check also multiplies each image's boxes by a
-random factor in [0.9, 1.1] (seeded), as the official check does. Anchor computation leaves
+random factor in [0.9, 1.1] (seeded), as the official check does. Below the BPR threshold,
+autoanchor (official ``check_anchors``) computes anchors for the training boxes and uses them
+if their BPR on the same (jittered) boxes is higher. Anchor computation leaves
 out boxes whose width and height are both under 2 px (and warns about boxes with a side under
 3 px), as the official ``kmean_anchors``; BPR is reported on all boxes.
 
@@ -44,6 +46,7 @@ __all__ = [
     "anchors_per_level",
     "format_anchors",
     "check_anchors",
+    "fit_new_anchors",
     "AnchorCheckHook",
 ]
 
@@ -244,10 +247,12 @@ def format_anchors(per_level: Iterable[Iterable[float]]) -> str:
 
 def check_anchors(anchors, dataset_dicts, *, image_size: int, anchor_t: float = 4.0,
                   min_bpr: float = 0.98, max_boxes: int = CHECK_MAX_BOXES, seed: int = 0,
-                  config_hint: str = "CONFIG") -> Optional[dict]:
-    """BPR and AAT of ``anchors`` on (at most ``max_boxes``) training boxes, logged; a warning
-    with the numbers and the command that computes better anchors when BPR < ``min_bpr``.
-    Returns {"bpr", "aat", "boxes"} (None when there are no boxes)."""
+                  config_hint: str = "CONFIG", autoanchor: bool = False,
+                  levels: int = 3) -> Optional[dict]:
+    """BPR and AAT of ``anchors`` on (at most ``max_boxes``) training boxes, logged. When BPR <
+    ``min_bpr``: with ``autoanchor``, :func:`fit_new_anchors` (for ``levels`` levels); else a
+    warning with the numbers and the command that computes better anchors.
+    Returns {"bpr", "aat", "boxes"} and those of :func:`fit_new_anchors` (None without boxes)."""
     wh = box_sizes(dataset_dicts, image_size, max_boxes=max_boxes, random_scale=True, seed=seed)
     if not len(wh):
         logger.info("anchor check: no training boxes, skipped")
@@ -256,15 +261,49 @@ def check_anchors(anchors, dataset_dicts, *, image_size: int, anchor_t: float = 
     logger.info("anchor check: best possible recall %.4f, %.2f anchors/box above threshold "
                 "(%d boxes, image size %d, anchor_t %g)", bpr, aat, len(wh), image_size,
                 anchor_t)
-    if bpr < min_bpr:
+    result = {"bpr": bpr, "aat": aat, "boxes": len(wh)}
+    if bpr >= min_bpr:
+        return result
+    if autoanchor:
+        result.update(fit_new_anchors(wh, bpr, dataset_dicts, num_anchors=len(_as_wh(anchors)),
+                                      levels=levels, image_size=image_size, anchor_t=anchor_t,
+                                      max_boxes=max_boxes, seed=seed))
+        return result
+    logger.warning(
+        "anchor check: the anchors fit the training boxes poorly: best possible recall "
+        "%.4f < MODEL.YOLOV7.ANCHOR_CHECK_MIN_BPR %g (%.2f anchors/box above 1/anchor_t, "
+        "%d boxes at image size %d). Boxes no anchor can be assigned to are never learned. "
+        "Compute anchors for this data with `python tools/compute_anchors.py "
+        "--config-file %s` and set the MODEL.YOLOV7.ANCHORS it prints.",
+        bpr, min_bpr, aat, len(wh), image_size, config_hint)
+    return result
+
+
+def fit_new_anchors(wh, bpr: float, dataset_dicts, *, num_anchors: int, levels: int,
+                    image_size: int, anchor_t: float = 4.0, max_boxes: int = CHECK_MAX_BOXES,
+                    seed: int = 0, generations: int = 1000) -> dict:
+    """Official autoanchor: :func:`compute_anchors` on the training boxes (not jittered, as the
+    official ``kmean_anchors``), rounded, then their BPR on the check's boxes ``wh``, whose
+    BPR with the current anchors is ``bpr``. Returns {"new_bpr", "new_aat"} and, when the new
+    BPR is higher, "new_anchors" (levels, anchors per level, 2) to use instead."""
+    logger.info("autoanchor: computing %d anchors for the training boxes (k-means, then %d "
+                "generations of evolution)", num_anchors, generations)
+    fit_wh = box_sizes(dataset_dicts, image_size, max_boxes=max_boxes, seed=seed)
+    k, _ = compute_anchors(fit_wh, num_anchors, anchor_t, generations, seed=seed)
+    per_level = anchors_per_level(k, levels)
+    new = np.asarray(per_level, dtype=np.float32).reshape(levels, -1, 2)
+    new_bpr, new_aat = anchor_metrics(wh, new, anchor_t)
+    result = {"new_bpr": new_bpr, "new_aat": new_aat}
+    if new_bpr > bpr:
         logger.warning(
-            "anchor check: the anchors fit the training boxes poorly: best possible recall "
-            "%.4f < MODEL.YOLOV7.ANCHOR_CHECK_MIN_BPR %g (%.2f anchors/box above 1/anchor_t, "
-            "%d boxes at image size %d). Boxes no anchor can be assigned to are never learned. "
-            "Compute anchors for this data with `python tools/compute_anchors.py "
-            "--config-file %s` and set the MODEL.YOLOV7.ANCHORS it prints.",
-            bpr, min_bpr, aat, len(wh), image_size, config_hint)
-    return {"bpr": bpr, "aat": aat, "boxes": len(wh)}
+            "autoanchor: best possible recall %.4f -> %.4f (%.2f anchors/box above threshold) "
+            "with new anchors, used for training and saved with the checkpoints: "
+            "MODEL.YOLOV7.ANCHORS %s", bpr, new_bpr, new_aat, format_anchors(per_level))
+        result["new_anchors"] = new
+    else:
+        logger.warning("autoanchor: best possible recall %.4f with computed anchors, not above "
+                       "%.4f: the anchors are kept", new_bpr, bpr)
+    return result
 
 
 try:
@@ -276,35 +315,49 @@ except ImportError:  # pragma: no cover
 class AnchorCheckHook(HookBase):
     """Runs :func:`check_anchors` once in ``before_train`` (after checkpoint loading, so the
     anchors checked are the model's, e.g. those of a converted checkpoint), on the dataset
-    the training mapper draws from. Main process only; a failure is logged, never fatal."""
+    the training mapper draws from, in the main process. With MODEL.YOLOV7.AUTOANCHOR, better
+    anchors it finds replace those of the model and of the EMA model, in every process; their
+    ``anchors`` buffers are saved with the checkpoints. A resumed run keeps its checkpoint's
+    anchors and is not checked (as official). A failure is logged, never fatal."""
 
     def __init__(self, cfg, dataset_dicts, config_hint: str = ""):
         self.dataset = dataset_dicts
         self.min_bpr = cfg.MODEL.YOLOV7.ANCHOR_CHECK_MIN_BPR
+        self.autoanchor = cfg.MODEL.YOLOV7.AUTOANCHOR
         self.anchor_t = cfg.MODEL.YOLOV7.LOSS.ANCHOR_T
         self.image_size = cfg.INPUT.YOLOV7.IMAGE_SIZE
         self.seed = max(cfg.SEED, 0)
-        self.cfg_anchors = cfg.MODEL.YOLOV7.ANCHORS
         self.config_hint = config_hint or f"CONFIG (the full one: {cfg.OUTPUT_DIR}/config.yaml)"
         self.result = None
 
-    def _anchors(self):
-        model = getattr(self.trainer, "model", None)
-        model = getattr(model, "module", model)
-        anchors = getattr(model, "anchors", None)
-        if anchors is not None:
-            return anchors.detach().cpu().numpy().reshape(-1, 2)
-        return np.asarray(self.cfg_anchors, dtype=np.float32).reshape(-1, 2)
+    def _models(self):
+        """The model and, with EMA, the EMA model (unwrapped from DDP)."""
+        model = self.trainer.model
+        ema = getattr(self.trainer, "ema", None)
+        return [getattr(model, "module", model)] + ([ema.ema] if ema is not None else [])
+
+    def _check(self):
+        """New anchors (levels, anchors per level, 2) to use, or None."""
+        anchors = self._models()[0].anchors.detach().cpu().numpy()
+        try:
+            self.result = check_anchors(
+                anchors.reshape(-1, 2), self.dataset, image_size=self.image_size,
+                anchor_t=self.anchor_t, min_bpr=self.min_bpr, seed=self.seed,
+                config_hint=self.config_hint, autoanchor=self.autoanchor,
+                levels=anchors.shape[0])
+        except Exception as e:  # a diagnostic must not stop training
+            logger.warning("anchor check failed (%s: %s); training goes on", type(e).__name__, e)
+        return (self.result or {}).get("new_anchors")
 
     def before_train(self):
         from detectron2.utils import comm
 
-        if not comm.is_main_process() or self.dataset is None:
+        if self.dataset is None or self.trainer.start_iter > 0:
             return
-        try:
-            self.result = check_anchors(
-                self._anchors(), self.dataset, image_size=self.image_size,
-                anchor_t=self.anchor_t, min_bpr=self.min_bpr, seed=self.seed,
-                config_hint=self.config_hint)
-        except Exception as e:  # a diagnostic must not stop training
-            logger.warning("anchor check failed (%s: %s); training goes on", type(e).__name__, e)
+        new = self._check() if comm.is_main_process() else None
+        if self.autoanchor:
+            new = comm.all_gather(new)[0]  # every process trains with the same anchors
+        if new is None:
+            return
+        for model in self._models():
+            model.anchors.copy_(model.anchors.new_tensor(new).view_as(model.anchors))

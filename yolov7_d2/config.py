@@ -1,7 +1,7 @@
 """Config keys of the YOLOv7 plugin."""
 from detectron2.config import CfgNode as CN
 
-__all__ = ["add_yolov7_config", "load_config"]
+__all__ = ["add_yolov7_config", "load_config", "keys_set_by"]
 
 
 def add_yolov7_config(cfg: CN) -> None:
@@ -32,9 +32,21 @@ def add_yolov7_config(cfg: CN) -> None:
     # NHWC memory layout for weights and activations: identical outputs, faster convolutions
     # on CPU (oneDNN) and on tensor-core GPUs.
     yolo.CHANNELS_LAST = False
+    # Training from MODEL.WEIGHTS of another class count (e.g. official COCO weights): also
+    # start the classes named alike in the checkpoint and the training dataset from the
+    # checkpoint's rows (the others always start from the official prior); see finetune.py.
+    yolo.KEEP_SHARED_CLASSES = False
+    # The ELAN backbone and detectron2's ResNet honour MODEL.BACKBONE.FREEZE_AT (1: freeze the
+    # stem, k: the stem and the first k - 1 stages; official --freeze counts layers). Its
+    # detectron2 default, 2, assumes ImageNet weights; YOLO trains every layer by default.
+    cfg.MODEL.BACKBONE.FREEZE_AT = 0
     # At training start, measure the best possible recall of the anchors on the training boxes
     # and warn (with the numbers) below this; 0 disables the check.
     yolo.ANCHOR_CHECK_MIN_BPR = 0.98
+    # Below that recall, compute anchors for the training boxes (k-means + evolution) and use
+    # them if their recall is higher, as official autoanchor; they are saved with the
+    # checkpoints. False: only warn (official --noautoanchor).
+    yolo.AUTOANCHOR = True
     # Inference: candidates need objectness and score above this (official test.py: 0.001).
     yolo.CONF_THRESH_TEST = 0.001
     # Inference: IoU threshold of the class-wise NMS (official test.py: 0.65).
@@ -114,13 +126,20 @@ def add_yolov7_config(cfg: CN) -> None:
     cfg.MODEL.TIMM.OUT_INDICES = []
     # Load timm's pretrained weights (needs the weights in the local cache: no hub access here).
     cfg.MODEL.TIMM.PRETRAINED = False
-    # With PRETRAINED: a local weights file to load instead of the hub (timm's "file" overlay).
+    # A local timm weights file to load (timm's "file" overlay), with or without PRETRAINED.
+    # (A timm state dict given as MODEL.WEIGHTS also loads into the backbone.)
     cfg.MODEL.TIMM.PRETRAINED_FILE = ""
 
     # Dataset files in YOLO / VOC formats.
     cfg.DATASETS.YOLOV7 = CN()
     # A malformed label file or line: "error" (raise naming file and line) or "skip" (log it).
     cfg.DATASETS.YOLOV7.ON_BAD_LABEL = "error"
+    # Decode every DATASETS.TRAIN and DATASETS.TEST image once before the first step (cached).
+    cfg.DATASETS.YOLOV7.VALIDATE_IMAGES = True
+    # A missing, corrupt or truncated image: "skip" (warn naming it) or "error" (list them all).
+    cfg.DATASETS.YOLOV7.ON_BAD_IMAGE = "skip"
+    # Json cache of those checks, keyed by path, size and mtime; "" = OUTPUT_DIR/image_checks.json.
+    cfg.DATASETS.YOLOV7.IMAGE_CHECK_CACHE = ""
 
     # Evaluation extras.
     cfg.TEST.YOLOV7 = CN()
@@ -131,6 +150,12 @@ def add_yolov7_config(cfg: CN) -> None:
     # Validation images drawn with their predictions per evaluation, and augmented training
     # samples drawn at the start of training.
     cfg.TEST.YOLOV7.NUM_VIS_IMAGES = 8
+    # Evaluate every this many epochs (SOLVER.YOLOV7.EPOCHS); 0: TEST.EVAL_PERIOD.
+    cfg.TEST.YOLOV7.EVAL_PERIOD_EPOCHS = 0
+    # Evaluation metric that picks model_best.pth (higher is better); "": no best model.
+    cfg.TEST.YOLOV7.BEST_METRIC = "bbox/AP"
+    # Stop training after this many evaluations without a better BEST_METRIC; 0: never.
+    cfg.TEST.YOLOV7.EARLY_STOP_PATIENCE = 0
 
     # Optimisation (official train.py); the base LR, momentum, weight decay and MAX_ITER are the
     # usual SOLVER keys.
@@ -150,6 +175,17 @@ def add_yolov7_config(cfg: CN) -> None:
     # Model EMA: decay(u) = EMA_DECAY * (1 - exp(-u / EMA_TAU)), u = optimizer steps; 0 disables.
     sol.EMA_DECAY = 0.9999
     sol.EMA_TAU = 2000.0
+    # Schedule in epochs of the training set (official --epochs), turned into iterations at
+    # start by train_net.py from the number of training images and SOLVER.IMS_PER_BATCH
+    # (yolov7_d2/engine/epochs.py); an iteration key (SOLVER.MAX_ITER, SOLVER.WARMUP_ITERS,
+    # SOLVER.CHECKPOINT_PERIOD, TEST.EVAL_PERIOD) set in a config file or option is kept.
+    # 0: SOLVER.MAX_ITER and the other iteration keys as they are.
+    sol.EPOCHS = 0
+    # Warm-up of max(WARMUP_EPOCHS epochs, MIN_WARMUP_ITERS iterations), as official.
+    sol.WARMUP_EPOCHS = 3.0
+    sol.MIN_WARMUP_ITERS = 1000
+    # Checkpoint every this many epochs; 0: SOLVER.CHECKPOINT_PERIOD.
+    sol.CHECKPOINT_PERIOD_EPOCHS = 0
 
 
 def load_config(config_file: str = "", opts=()) -> CN:
@@ -168,3 +204,22 @@ def load_config(config_file: str = "", opts=()) -> CN:
         raise KeyError(f"{e} (in {source}); the YOLOv7 keys and their meaning are in "
                        "yolov7_d2/config.py") from e
     return cfg
+
+
+def keys_set_by(config_file: str = "", opts=()) -> set:
+    """Dotted names of the keys that ``config_file`` (with its ``_BASE_`` files) or the
+    "KEY VALUE" ``opts`` set, whatever their values: what a user chose, as opposed to the
+    defaults of detectron2 and :func:`add_yolov7_config`."""
+    from detectron2.config import CfgNode
+
+    keys = {str(k) for k in list(opts)[0::2]}
+    if config_file:
+        pending = [("", CfgNode.load_yaml_with_base(config_file, allow_unsafe=True))]
+        while pending:
+            prefix, node = pending.pop()
+            for key, value in node.items():
+                if isinstance(value, dict):
+                    pending.append((f"{prefix}{key}.", value))
+                else:
+                    keys.add(prefix + key)
+    return keys

@@ -13,12 +13,15 @@ import io
 import pickle
 import zipfile
 from collections import OrderedDict
-from typing import Dict, List, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
 
-__all__ = ["read_official_checkpoint", "official_to_yolov7", "ConversionError"]
+from .finetune import is_class_dependent
+
+__all__ = ["OfficialCheckpoint", "load_official_checkpoint", "read_official_checkpoint",
+           "is_official_state", "official_to_yolov7", "ConversionError"]
 
 # Modules whose classes are unpickled for real; anything else (the official code) is stubbed.
 _TRUSTED_MODULE_PREFIXES = ("torch", "collections", "builtins", "copyreg", "numpy", "_codecs")
@@ -71,9 +74,23 @@ def _collect_tensors(obj, prefix: str, out: "OrderedDict[str, torch.Tensor]") ->
             _collect_tensors(child, f"{prefix}{key}.", out)
 
 
-def read_official_checkpoint(path: str) -> "OrderedDict[str, torch.Tensor]":
+class OfficialCheckpoint(NamedTuple):
+    """What :func:`load_official_checkpoint` reads."""
+
+    state: "OrderedDict[str, torch.Tensor]"  # float32, official names ("model.0.conv.weight")
+    class_names: Optional[List[str]]  # the model's ``names`` (train.py sets data.yaml's), if any
+
+
+def _class_names(model) -> Optional[List[str]]:
+    names = getattr(model, "names", None)
+    if isinstance(names, dict):  # {index: name}
+        names = [names[i] for i in sorted(names)]
+    return [str(n) for n in names] if isinstance(names, (list, tuple)) else None
+
+
+def load_official_checkpoint(path: str) -> OfficialCheckpoint:
     """Read an official YOLOv7 checkpoint (pickled model, EMA preferred) or a plain state dict
-    into an ordered float32 state dict with the official names ("model.0.conv.weight", ...)."""
+    into an ordered float32 state dict with the official names, and the class names."""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -97,16 +114,35 @@ def read_official_checkpoint(path: str) -> "OrderedDict[str, torch.Tensor]":
         _collect_tensors(model, "", state)
     if not state:
         raise ConversionError(f"{path!r} holds no tensors: not a YOLOv7 checkpoint.")
-    return OrderedDict((k, v.float() if v.is_floating_point() else v) for k, v in state.items())
+    state = OrderedDict((k, v.float() if v.is_floating_point() else v) for k, v in state.items())
+    return OfficialCheckpoint(state, _class_names(model))
+
+
+def read_official_checkpoint(path: str) -> "OrderedDict[str, torch.Tensor]":
+    """The state dict of :func:`load_official_checkpoint`."""
+    return load_official_checkpoint(path).state
+
+
+def is_official_state(state: Dict[str, object]) -> bool:
+    """Whether every name of a state dict is an official layer's ("model.<index>.<name>")."""
+    return bool(state) and all(_official_layer(k) is not None for k in state)
+
+
+def _official_layer(key: str) -> Optional[Tuple[int, str]]:
+    """(layer index, name inside the layer) of an official name "model.<i>.<rest>", else None."""
+    parts = key.split(".")
+    if parts[0] == "model" and len(parts) > 2 and parts[1].isdigit():
+        return int(parts[1]), ".".join(parts[2:])
+    return None
 
 
 def _split_layers(state: Dict[str, torch.Tensor], path: str):
     """Split official names "model.<i>.<rest>" into the body and the detect layer (the last)."""
     layers: Dict[int, List[Tuple[str, str]]] = {}
     for key in state:
-        parts = key.split(".")
-        if parts[0] == "model" and len(parts) > 2 and parts[1].isdigit():
-            layers.setdefault(int(parts[1]), []).append((key, ".".join(parts[2:])))
+        layer = _official_layer(key)
+        if layer is not None:
+            layers.setdefault(layer[0], []).append((key, layer[1]))
         else:
             raise ConversionError(f"{path!r}: tensor {key!r} is not named like an official YOLOv7 "
                                   "layer ('model.<index>.<name>'): not a YOLOv7 checkpoint.")
@@ -135,9 +171,13 @@ def _anchors_from(detect: Dict[str, str], state, strides: List[int]) -> torch.Te
 
 
 def official_to_yolov7(state: Dict[str, torch.Tensor], model: nn.Module,
-                       path: str = "checkpoint") -> "OrderedDict[str, torch.Tensor]":
+                       path: str = "checkpoint", *,
+                       any_num_classes: bool = False) -> "OrderedDict[str, torch.Tensor]":
     """Map an official state dict (from :func:`read_official_checkpoint`) onto ``model``
     (a :class:`yolov7_d2.modeling.YOLOv7` of the same scale and class count).
+
+    With ``any_num_classes``, the prediction convs and ImplicitM vectors may predict another
+    class count: they keep the checkpoint's shapes, for :func:`yolov7_d2.finetune.adapt_class_rows`.
 
     Raises :class:`ConversionError` naming every missing, unused or mis-shaped tensor.
     """
@@ -167,7 +207,8 @@ def official_to_yolov7(state: Dict[str, torch.Tensor], model: nn.Module,
         mine = renames[prefix] + rest[len(prefix):] if prefix else None
         if mine not in ours:
             problems.append(f"{theirs} has no counterpart in the model (expected {mine})")
-        elif state[theirs].shape != ours[mine].shape:
+        elif state[theirs].shape != ours[mine].shape and not (
+                any_num_classes and is_class_dependent(mine)):
             problems.append(f"{theirs} {tuple(state[theirs].shape)} does not fit {mine} "
                             f"{tuple(ours[mine].shape)} (check MODEL.YOLOV7.NUM_CLASSES)")
         else:

@@ -2,7 +2,7 @@
 detectron2's ``DefaultPredictor``, and :func:`class_names_metadata` for visualization."""
 import logging
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Union
 
 import numpy as np
 import torch
@@ -14,6 +14,7 @@ from detectron2.data.catalog import Metadata
 from detectron2.modeling import build_model
 
 from .checkpoint import YOLOv7Checkpointer
+from .data.image_io import read_image
 from .export.deploy import checkpoint_is_reparameterized
 
 __all__ = ["YOLOv7Predictor", "class_names_metadata"]
@@ -52,9 +53,10 @@ class YOLOv7Predictor:
     """Builds the model of ``cfg``, loads ``cfg.MODEL.WEIGHTS`` with
     :class:`~yolov7_d2.checkpoint.YOLOv7Checkpointer` (so that a wrong checkpoint raises
     :class:`~yolov7_d2.checkpoint.CheckpointError` instead of a warning) and runs one BGR image
-    at a time, like detectron2's ``DefaultPredictor``: resize with
-    ``ResizeShortestEdge([INPUT.MIN_SIZE_TEST] * 2, INPUT.MAX_SIZE_TEST)`` (the long side to 640
-    for the YOLO configs, aspect kept), convert to ``INPUT.FORMAT``, and return
+    at a time (or an image file, read as in training and evaluation: 16-bit and grayscale
+    images to 8-bit BGR, EXIF orientation applied), like detectron2's ``DefaultPredictor``:
+    resize with ``ResizeShortestEdge([INPUT.MIN_SIZE_TEST] * 2, INPUT.MAX_SIZE_TEST)`` (the
+    long side to 640 for the YOLO configs, aspect kept), convert to ``INPUT.FORMAT``, and return
     ``{"instances": Instances}`` at the original resolution, on the CPU.
 
     Attributes:
@@ -64,7 +66,7 @@ class YOLOv7Predictor:
     Example::
 
         predictor = YOLOv7Predictor(cfg)
-        instances = predictor(cv2.imread("input.jpg"))["instances"]
+        instances = predictor("input.jpg")["instances"]  # or predictor(bgr_array)
     """
 
     def __init__(self, cfg):
@@ -90,8 +92,10 @@ class YOLOv7Predictor:
         if self.input_format not in ("RGB", "BGR"):
             raise ValueError(f"INPUT.FORMAT must be 'RGB' or 'BGR', got {self.input_format!r}")
 
-    def preprocess(self, original_image: np.ndarray) -> Dict:
-        """The model input dict of one (H, W, 3) uint8 BGR image."""
+    def preprocess(self, original_image: Union[np.ndarray, str, os.PathLike]) -> Dict:
+        """The model input dict of one (H, W, 3) uint8 BGR image or image file."""
+        if isinstance(original_image, (str, os.PathLike)):
+            original_image = read_image(original_image, format="BGR")
         if original_image.ndim != 3 or original_image.shape[2] != 3:
             raise ValueError(f"expected an (H, W, 3) BGR image, got shape {original_image.shape}")
         if self.input_format == "RGB":
@@ -102,10 +106,12 @@ class YOLOv7Predictor:
         return {"image": image, "height": height, "width": width}
 
     @torch.no_grad()
-    def __call__(self, original_image: np.ndarray) -> Dict:
+    def __call__(self, original_image: Union[np.ndarray, str, os.PathLike]) -> Dict:
         """
         Args:
-            original_image: an (H, W, 3) uint8 image in BGR order (as cv2.imread gives).
+            original_image: an (H, W, 3) uint8 image in BGR order (as cv2.imread gives), or
+                the path of an image file (:class:`~yolov7_d2.data.ImageLoadError` if it
+                cannot be read).
         Returns:
             {"instances": Instances(pred_boxes, scores, pred_classes)} in original-image pixels,
             on the CPU, highest score first.
@@ -113,8 +119,8 @@ class YOLOv7Predictor:
         return self.predict_batch([original_image])[0]
 
     @torch.no_grad()
-    def predict_batch(self, images: List[np.ndarray]) -> List[Dict]:
-        """:meth:`__call__` for several BGR images in one forward pass."""
+    def predict_batch(self, images: List[Union[np.ndarray, str, os.PathLike]]) -> List[Dict]:
+        """:meth:`__call__` for several BGR images (or files) in one forward pass."""
         outputs = self.model([self.preprocess(image) for image in images])
         return [{"instances": out["instances"].to("cpu")} for out in outputs]
 

@@ -3,13 +3,15 @@
 
 The training image size is ``dataloader.train.mapper.image_size``; the evaluation resize and
 the loss gains follow it. Mosaic partners are drawn from the same loaded dataset the sampler
-draws from (``yolov7_train_loader``).
+draws from (``yolov7_train_loader``). Both datasets are validated when instantiated
+(``load_dataset_dicts``: every image decoded once, cached in ``image_checks.json`` of the
+output directory; unreadable images and bad boxes left out with warnings).
 """
 from detectron2.config import LazyCall as L
-from detectron2.data import DatasetMapper, build_detection_test_loader, get_detection_dataset_dicts
 from detectron2.data import transforms as T
 from omegaconf import OmegaConf
-from yolov7_d2.data import YOLOv7MosaicMapper
+from yolov7_d2.data import YOLOv7MosaicMapper, YOLOv7TestMapper, build_yolov7_test_loader
+from yolov7_d2.data.validate import load_dataset_dicts
 from yolov7_d2.evaluation import YOLOv7COCOEvaluator
 from yolov7_d2.lazy import yolov7_train_loader
 
@@ -18,7 +20,14 @@ dataloader = OmegaConf.create()
 dataloader.train = L(yolov7_train_loader)(
     mapper=L(YOLOv7MosaicMapper)(
         is_train=True,
-        dataset_dicts=L(get_detection_dataset_dicts)(names="coco_2017_train", filter_empty=False),  # official: keep background images
+        dataset_dicts=L(load_dataset_dicts)(
+            names="coco_2017_train",
+            filter_empty=False,  # official: keep background images
+            # on_bad_image="error" raises, listing every unreadable image, instead.
+            on_bad_image="skip",
+            cache_file="${train.output_dir}/image_checks.json",
+            key="dataloader.train.mapper.dataset_dicts.names",  # named in error messages
+        ),
         image_size=640,
         image_format="RGB",
         mosaic_prob=1.0,
@@ -52,9 +61,16 @@ dataloader.train = L(yolov7_train_loader)(
 )
 
 # Long side resized to the training size, aspect kept; the model pads with grey 114.
-dataloader.test = L(build_detection_test_loader)(
-    dataset=L(get_detection_dataset_dicts)(names="coco_2017_val", filter_empty=False),
-    mapper=L(DatasetMapper)(
+# An image that cannot be read at evaluation time is skipped with a warning.
+dataloader.test = L(build_yolov7_test_loader)(
+    dataset=L(load_dataset_dicts)(
+        names="coco_2017_val",
+        filter_empty=False,
+        on_bad_image="${dataloader.train.mapper.dataset_dicts.on_bad_image}",
+        cache_file="${dataloader.train.mapper.dataset_dicts.cache_file}",
+        key="dataloader.test.dataset.names",
+    ),
+    mapper=L(YOLOv7TestMapper)(
         is_train=False,
         augmentations=[
             L(T.ResizeShortestEdge)(

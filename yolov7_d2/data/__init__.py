@@ -5,6 +5,8 @@ from .mapper import (
     CloseMosaicHook,
     ImageLoadError,
     YOLOv7MosaicMapper,
+    YOLOv7TestMapper,
+    build_yolov7_test_loader,
     build_yolov7_test_mapper,
     build_yolov7_train_loader,
 )
@@ -22,6 +24,8 @@ __all__ = [
     "YOLOv7MosaicMapper",
     "build_yolov7_train_loader",
     "build_yolov7_test_mapper",
+    "YOLOv7TestMapper",
+    "build_yolov7_test_loader",
     "CloseMosaicHook",
     "ImageLoadError",
     "datasets_root",

@@ -6,11 +6,13 @@ state-of-the-art for real-time object detectors", 2022) for detectron2.
   mosaic partners drawn from the whole dataset and a seeded, worker-safe random stream.
 * :func:`build_yolov7_train_loader`: detectron2's train loader with that mapper, the dataset
   dicts loaded (and serialized) once for both.
-* :func:`build_yolov7_test_mapper`: evaluation resize (long side = ``IMAGE_SIZE``).
+* :func:`build_yolov7_test_mapper` (a :class:`YOLOv7TestMapper`): evaluation resize (long
+  side = ``IMAGE_SIZE``); :func:`build_yolov7_test_loader` skips images it cannot read.
 * :class:`CloseMosaicHook`: tells the mapper the trainer's iteration ("close mosaic").
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import tempfile
@@ -23,9 +25,13 @@ import cv2
 import numpy as np
 import torch
 from detectron2.config import configurable
-from detectron2.data import DatasetFromList, DatasetMapper, build_detection_train_loader
+from detectron2.data import (
+    DatasetFromList,
+    DatasetMapper,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
 from detectron2.data import detection_utils as utils
-from detectron2.data import get_detection_dataset_dicts
 from detectron2.data import transforms as T
 from detectron2.engine.train_loop import HookBase
 from detectron2.structures import Boxes, BoxMode, Instances
@@ -33,11 +39,15 @@ from detectron2.utils import comm
 
 from . import augment as A
 from .augment import Targets
+from .image_io import ImageLoadError, read_image
+from .validate import dataset_dicts_from_config
 
 __all__ = [
     "YOLOv7MosaicMapper",
     "build_yolov7_train_loader",
     "build_yolov7_test_mapper",
+    "build_yolov7_test_loader",
+    "YOLOv7TestMapper",
     "CloseMosaicHook",
     "ImageLoadError",
 ]
@@ -51,10 +61,9 @@ PASTE_GROUP_SIZE = 4
 # ... but gives up after this many groups (departure: the official loop has no limit, which
 # can read hundreds of images when few of them have polygons).
 PASTE_MAX_GROUPS = 10
-
-
-class ImageLoadError(OSError):
-    """An image of the dataset could not be read; the message names the file."""
+# A sample whose image cannot be read is replaced by a random other one at most this many
+# times in a row before the error is raised (only a mostly unreadable dataset gets there).
+MAX_REDRAWS = 10
 
 
 def _remove_if_owner(path: str, owner_pid: int) -> None:
@@ -124,6 +133,11 @@ class YOLOv7MosaicMapper:
     ``is_train=False`` letterboxes without any randomness (INTER_AREA when shrinking, as the
     official evaluation); boxes stay in the canvas coordinates. For COCO evaluation, which
     needs boxes in original image coordinates, use :func:`build_yolov7_test_mapper`.
+
+    Files are read with :func:`~.image_io.read_image`. In training, a sample whose image (or
+    a partner's) cannot be read, e.g. deleted after the dataset was validated, is replaced by
+    a random other one with a warning naming the file (counted in :attr:`stats`); with
+    ``is_train=False`` :class:`~.image_io.ImageLoadError` is raised.
 
     Randomness: each call draws from its own ``numpy.random.Generator`` seeded with
     ``(seed, distributed rank, dataloader worker id + 1, number of calls so far in this
@@ -236,16 +250,21 @@ class YOLOv7MosaicMapper:
         self._cache: Optional[Dict[str, Tuple[np.ndarray, float, int, int]]] = (
             {} if cache_images else None)
         self._calls = 0
+        #: file_name -> reason, for files found unreadable in this process (not read again).
+        self._unreadable: Dict[str, str] = {}
         #: Counts in this process (each dataloader worker has its own): "samples", "boxes_in"
-        #: (boxes read, mosaic partners included), "crowd_skipped", "dropped_by_filter", "pasted".
+        #: (boxes read, mosaic partners included), "crowd_skipped", "dropped_by_filter", "pasted",
+        #: "unreadable_skipped" (samples replaced because a file could not be read).
         self.stats: Counter = Counter()
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True, dataset_dicts=None):
         aug = cfg.INPUT.YOLOV7
         if dataset_dicts is None and is_train:
-            dataset_dicts = get_detection_dataset_dicts(
-                cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+            # Images decoded once (cached), bad boxes dropped: see yolov7_d2.data.validate.
+            dataset_dicts = dataset_dicts_from_config(
+                cfg, cfg.DATASETS.TRAIN, "DATASETS.TRAIN",
+                filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
         return {
             "is_train": is_train,
             "dataset_dicts": dataset_dicts,
@@ -301,11 +320,13 @@ class YOLOv7MosaicMapper:
 
     def _read(self, dataset_dict: dict) -> np.ndarray:
         file_name = dataset_dict["file_name"]
+        if file_name in self._unreadable:
+            raise ImageLoadError(file_name, self._unreadable[file_name])
+        image = read_image(file_name, format=self.image_format)
         try:
-            image = utils.read_image(file_name, format=self.image_format)
-        except Exception as e:  # PIL / OS errors do not always name the file
-            raise ImageLoadError(f"cannot read image {file_name!r}: {e}") from e
-        utils.check_image_size(dataset_dict, image)
+            utils.check_image_size(dataset_dict, image)
+        except utils.SizeMismatchError as e:  # the file was replaced after validation
+            raise ImageLoadError(file_name, str(e)) from e
         return image
 
     def _targets(self, dataset_dict: dict, scale: float, width: int, height: int) -> Targets:
@@ -402,6 +423,25 @@ class YOLOv7MosaicMapper:
             image, targets = A.transpose(image, targets)
         return image, targets
 
+    def _augment_readable(self, dataset_dict: dict,
+                          rng) -> Tuple[dict, Tuple[np.ndarray, Targets]]:
+        """:meth:`_augment`, except that a sample with a file that cannot be read (its own or
+        a partner's: deleted or damaged since the dataset was validated) is replaced by a
+        random other one, with a warning naming the file. Returns the dict of the sample
+        used, and its image and targets."""
+        for attempt in itertools.count():
+            try:
+                return dataset_dict, self._augment(dataset_dict, rng)
+            except ImageLoadError as e:
+                if self.dataset is None or attempt >= MAX_REDRAWS:
+                    raise
+                if e.file_name not in self._unreadable:
+                    self._unreadable[e.file_name] = e.reason
+                    logger.warning("%s; skipped: samples that need it are replaced by random "
+                                   "other ones", e)
+                self.stats["unreadable_skipped"] += 1
+                dataset_dict = self._partner(rng)
+
     def _letterboxed(self, dataset_dict: dict) -> Tuple[np.ndarray, Targets]:
         image, targets = self._load(dataset_dict)
         image, _, (pad_x, pad_y) = A.letterbox(image, self.image_size)
@@ -419,7 +459,7 @@ class YOLOv7MosaicMapper:
         rng = self._rng(dataset_dict)
         before = Counter(self.stats)
         if self.is_train:
-            image, targets = self._augment(dataset_dict, rng)
+            dataset_dict, (image, targets) = self._augment_readable(dataset_dict, rng)
         else:
             image, targets = self._letterboxed(dataset_dict)
         # Final check on every box (mixup and paste-in add boxes after the perspective filter).
@@ -464,7 +504,77 @@ def build_yolov7_train_loader(cfg, mapper: Optional[YOLOv7MosaicMapper] = None):
     return loader
 
 
-def build_yolov7_test_mapper(cfg) -> DatasetMapper:
+#: Key of the dict :class:`YOLOv7TestMapper` returns for a file it cannot read.
+UNREADABLE = "unreadable"
+
+
+class YOLOv7TestMapper(DatasetMapper):
+    """detectron2's evaluation ``DatasetMapper`` (``is_train=False``, same arguments) reading
+    with :func:`~.image_io.read_image`. A file that cannot be read gives
+    ``{"file_name", "image_id", UNREADABLE: reason}`` instead of an error: the loader of
+    :func:`build_yolov7_test_loader` leaves it out with a warning."""
+
+    def __init__(self, is_train: bool = False, **kwargs):
+        if is_train:
+            raise ValueError("YOLOv7TestMapper maps evaluation images; train with "
+                             "YOLOv7MosaicMapper")
+        super().__init__(False, **kwargs)
+
+    def __call__(self, dataset_dict: dict) -> dict:
+        """
+        Returns:
+            dict: the input's keys without "annotations", with "image" (C, H, W) uint8 in
+            ``image_format``, resized by the augmentations; or the unreadable marker above.
+        """
+        dataset_dict = {k: v for k, v in dataset_dict.items() if k != "annotations"}
+        try:
+            image = read_image(dataset_dict["file_name"], format=self.image_format)
+            utils.check_image_size(dataset_dict, image)
+        except (ImageLoadError, utils.SizeMismatchError) as e:
+            return {"file_name": dataset_dict["file_name"],
+                    "image_id": dataset_dict.get("image_id"), UNREADABLE: str(e)}
+        aug_input = T.AugInput(image)
+        self.augmentations(aug_input)
+        dataset_dict["image"] = torch.as_tensor(
+            np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
+        return dataset_dict
+
+
+class SkipUnreadable:
+    """Iterates the batches of an evaluation loader without the :data:`UNREADABLE` samples
+    (each logged as a warning naming the file; empty batches are left out); the summary
+    count is logged at the end of each pass. Has the loader's ``len``."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        skipped = 0
+        for batch in self.loader:
+            readable = [x for x in batch if UNREADABLE not in x]
+            for x in batch:
+                if UNREADABLE in x:
+                    logger.warning("Evaluation: %s; image skipped (its objects count as "
+                                   "missed in the metrics)", x[UNREADABLE])
+            skipped += len(batch) - len(readable)
+            if readable:
+                yield readable
+        if skipped:
+            logger.warning("Evaluation: %d unreadable image(s) skipped", skipped)
+
+
+def build_yolov7_test_loader(dataset: Sequence[dict], *, mapper: YOLOv7TestMapper,
+                             num_workers: int = 0) -> SkipUnreadable:
+    """detectron2's ``build_detection_test_loader`` (batch 1, each process its share) whose
+    images that cannot be read are skipped with a warning instead of ending the evaluation."""
+    return SkipUnreadable(build_detection_test_loader(dataset, mapper=mapper,
+                                                      num_workers=num_workers))
+
+
+def build_yolov7_test_mapper(cfg) -> YOLOv7TestMapper:
     """Evaluation mapper: long side resized to ``cfg.INPUT.YOLOV7.IMAGE_SIZE`` (up or down,
     aspect kept, bilinear), no padding here: the model pads the batch to its stride with
     grey 114. That is the official ``test.py`` letterbox (load_image long side = size, pad to
@@ -473,8 +583,7 @@ def build_yolov7_test_mapper(cfg) -> DatasetMapper:
     rescaled to the original image by the model's postprocessing.
     """
     size = cfg.INPUT.YOLOV7.IMAGE_SIZE
-    return DatasetMapper(
-        is_train=False,
+    return YOLOv7TestMapper(
         augmentations=[T.ResizeShortestEdge(short_edge_length=size, max_size=size)],
         image_format=cfg.INPUT.FORMAT,
     )

@@ -1,5 +1,12 @@
 """Training: the YOLOv7 trainer, its optimizer, schedule and EMA."""
+from .best_model import EarlyStop, EarlyStopHook, best_model_hooks
 from .ema import ModelEMA, unwrap_model
+from .epochs import (
+    EpochSchedule,
+    count_training_images,
+    resolve_epoch_schedule,
+    resolve_lazy_epoch_schedule,
+)
 from .run_setup import setup_yolov7_run
 from .optimizer import build_yolov7_optimizer, yolov7_param_groups
 from .schedule import YOLOv7LRScheduler, accumulation_steps, lr_factor

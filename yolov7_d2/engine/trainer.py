@@ -5,12 +5,12 @@ import os
 import random
 import time
 import weakref
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from torch.nn import functional as F
 
-from detectron2.data import build_detection_test_loader
+from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.structures import Boxes, Instances
@@ -22,11 +22,15 @@ from ..checkpoint import YOLOv7Checkpointer
 from ..data import (
     CloseMosaicHook,
     YOLOv7MosaicMapper,
+    build_yolov7_test_loader,
     build_yolov7_test_mapper,
     build_yolov7_train_loader,
 )
+from ..data.validate import check_datasets, dataset_dicts_from_config
 from ..evaluation import YOLOv7COCOEvaluator
 from ..evaluation.artifacts import TrainingArtifactsHook, YOLOv7ArtifactsEvaluator, YOLOv7Evaluators
+from .amp import autocast_dtype
+from .best_model import EarlyStop, best_model_hooks
 from .ema import ModelEMA, unwrap_model
 from .optimizer import build_yolov7_optimizer
 from .schedule import YOLOv7LRScheduler, accumulation_steps
@@ -34,6 +38,13 @@ from .schedule import YOLOv7LRScheduler, accumulation_steps
 __all__ = ["YOLOv7TrainLoop", "YOLOv7Trainer", "MultiScale"]
 
 logger = logging.getLogger(__name__)
+
+
+def train_class_names(cfg) -> List[str]:
+    """``thing_classes`` of the first training dataset (empty if it has none)."""
+    if not cfg.DATASETS.TRAIN:
+        return []
+    return list(MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes", []))
 
 
 class MultiScale:
@@ -80,12 +91,11 @@ class YOLOv7TrainLoop(SimpleTrainer):
         super().__init__(model, data_loader, optimizer)
         self.accumulation, self.ema, self.multi_scale = accumulation, ema, multi_scale
         # AMP: float16 with a gradient scaler on CUDA; bfloat16 (float32's exponent range, no
-        # scaler needed) on the CPU, where oneDNN runs it about 1.8x faster than float32 on
-        # CPUs with AVX512-BF16 or AMX (slower on those without).
-        self.amp, self.amp_device = amp, next(model.parameters()).device.type
-        self.amp_dtype = torch.float16 if self.amp_device == "cuda" else torch.bfloat16
-        self.grad_scaler = torch.amp.GradScaler(
-            "cuda", enabled=amp and self.amp_device == "cuda")
+        # scaler needed) on CPUs that compute it natively, float32 on the others.
+        self.amp_device = next(model.parameters()).device.type
+        self.amp_dtype = autocast_dtype(amp, self.amp_device)
+        self.amp = self.amp_dtype is not None
+        self.grad_scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.max_bad_batches, self._bad_batches = max_bad_batches, 0
         self._last_step = -1
 
@@ -146,6 +156,9 @@ class YOLOv7Trainer(DefaultTrainer):
         solver = cfg.SOLVER.YOLOV7
         self.ema = ModelEMA(model, solver.EMA_DECAY, solver.EMA_TAU) if solver.EMA_DECAY > 0 else None
         optimizer = self.build_optimizer(cfg, model)
+        # Unregistered datasets, a class count other than the model's, bad evaluation images:
+        # reported now, not at the first evaluation (training images: in build_train_loader).
+        check_datasets(cfg)
         data_loader = self.build_train_loader(cfg)
         # CPU modules take no device_ids (a gloo process group on CPU-only machines).
         on_cpu = next(model.parameters()).device.type == "cpu"
@@ -163,8 +176,12 @@ class YOLOv7Trainer(DefaultTrainer):
         )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         extra = {"ema": self.ema} if self.ema is not None else {}
-        self.checkpointer = YOLOv7Checkpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self),
-                                               **extra)
+        # MODEL.WEIGHTS of another class count (official COCO weights) are fine-tuned: their
+        # class-independent tensors are loaded, with a table in the log (finetune.py).
+        self.checkpointer = YOLOv7Checkpointer(
+            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self), finetune=True,
+            class_names=train_class_names(cfg),
+            keep_shared_classes=cfg.MODEL.YOLOV7.KEEP_SHARED_CLASSES, **extra)
         self.start_iter, self.max_iter, self.cfg = 0, cfg.SOLVER.MAX_ITER, cfg
         self.register_hooks(self.build_hooks())
 
@@ -194,7 +211,10 @@ class YOLOv7Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        return build_detection_test_loader(cfg, dataset_name, mapper=build_yolov7_test_mapper(cfg))
+        # Images decoded (cached) and checked; an unreadable one is skipped with a warning.
+        dicts = dataset_dicts_from_config(cfg, [dataset_name], "DATASETS.TEST")
+        return build_yolov7_test_loader(dicts, mapper=build_yolov7_test_mapper(cfg),
+                                        num_workers=cfg.DATALOADER.NUM_WORKERS)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -223,7 +243,8 @@ class YOLOv7Trainer(DefaultTrainer):
                 cfg, mapper if isinstance(mapper, YOLOv7MosaicMapper) else None,
                 num_images=cfg.TEST.YOLOV7.NUM_VIS_IMAGES))
         if cfg.MODEL.YOLOV7.ANCHOR_CHECK_MIN_BPR > 0 and getattr(mapper, "dataset", None) is not None:
-            # Best possible recall of the model's anchors on the training boxes, warned if low.
+            # Best possible recall of the model's anchors on the training boxes; if low, new
+            # anchors (MODEL.YOLOV7.AUTOANCHOR) or a warning.
             ret.append(AnchorCheckHook(cfg, mapper.dataset))
         if comm.is_main_process():
             ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
@@ -233,13 +254,30 @@ class YOLOv7Trainer(DefaultTrainer):
             return self._last_eval_results
 
         ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, test_and_save_results))
+        # model_best.pth and early stopping, from the results of the EvalHook just before.
+        ret.extend(best_model_hooks(
+            cfg.TEST.EVAL_PERIOD, self.checkpointer,
+            cfg.TEST.YOLOV7.BEST_METRIC if cfg.DATASETS.TEST else "",
+            patience=cfg.TEST.YOLOV7.EARLY_STOP_PATIENCE))
         if comm.is_main_process():
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=20))
         return ret
 
+    def resume_or_load(self, resume=True):
+        """As ``DefaultTrainer``'s; unless a checkpoint is resumed (with its EMA state), the EMA
+        starts from the loaded weights, not from the random ones it was built from."""
+        resumed = resume and self.checkpointer.has_checkpoint()
+        super().resume_or_load(resume)
+        if self.ema is not None and not resumed:
+            self.ema.ema.load_state_dict(unwrap_model(self.model).state_dict())
+
     def train(self):
-        """Train from ``start_iter`` to ``max_iter``; returns the last evaluation results."""
-        super().train()
+        """Train from ``start_iter`` to ``max_iter`` or until early stopping
+        (TEST.YOLOV7.EARLY_STOP_PATIENCE); returns the last evaluation results."""
+        try:
+            super().train()
+        except EarlyStop:
+            pass  # a clean end: the hook logged why and saved model_final
         return getattr(self, "_last_eval_results", None)
 
     def model_for_evaluation(self):

@@ -43,13 +43,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data import detection_utils as utils
 from detectron2.engine.train_loop import HookBase
 from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators
 from detectron2.structures import BoxMode
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 
+from ..data.image_io import read_image
 from ..utils import plots
 
 __all__ = [
@@ -443,7 +443,7 @@ class YOLOv7ArtifactsEvaluator(DatasetEvaluator):
             d = by_id.get(p["image_id"])
             file_name = p.get("file_name") or (d or {}).get("file_name")
             try:
-                image = utils.read_image(file_name, format="RGB")
+                image = read_image(file_name, format="RGB")
             except Exception as e:  # drawing is best-effort: never fail an evaluation on it
                 logger.warning("cannot draw %s: %s", file_name, e)
                 continue

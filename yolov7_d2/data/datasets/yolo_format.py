@@ -35,11 +35,13 @@ tolerance are clipped to the image.
 
 Image sizes are read from the file headers (PIL, EXIF orientation applied as detectron2's
 ``read_image`` does) when the dataset is first loaded (``DatasetCatalog.get``), not at
-registration, and only once per process: the loaded dicts are cached.
+registration, and only once per process: the loaded dicts are cached. Only the header is
+read here, so a truncated image passes; the trainer decodes every image before the first
+step (:mod:`yolov7_d2.data.validate`, ``DATASETS.YOLOV7.VALIDATE_IMAGES``) and skips it then.
+Identical label lines of one file are kept once (the count is logged as a warning).
 
-The module also holds the command-line helpers of ``train_net.py`` / ``tools/``:
-:func:`add_dataset_arguments` (``--yolo-data``, ``--voc-root`` ...) and
-:func:`apply_dataset_arguments`.
+The command-line helpers of ``train_net.py`` / ``tools/`` (``--yolo-data`` ...) are in
+:mod:`yolov7_d2.data.datasets.cli` (still importable from here).
 """
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
@@ -66,8 +68,6 @@ __all__ = [
     "image_size",
     "load_yolo_split",
     "register_yolo_dataset",
-    "add_dataset_arguments",
-    "apply_dataset_arguments",
 ]
 
 logger = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ IMG_FORMATS = ("bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp")
 #: counts as malformed.
 COORD_TOLERANCE = 0.01
 ON_BAD_LABEL_CHOICES = ("error", "skip")
+ON_BAD_LABEL_KEY = "DATASETS.YOLOV7.ON_BAD_LABEL"
 #: In skip mode, problems logged one by one before only the total is reported.
 MAX_LOGGED = 50
 #: In error mode, problems listed in the exception message.
@@ -91,44 +92,51 @@ class BadLabelError(ValueError):
 
 
 class BadLabels:
-    """Collects ``file:line: reason`` problems of one dataset load and, at the end, raises
-    (``mode="error"``) or has logged each as a warning (``mode="skip"``)."""
+    """Collects ``where: reason`` problems of one dataset load and, at the end, raises
+    (``mode="error"``) or has logged each as a warning (``mode="skip"``).
 
-    def __init__(self, dataset_name: str, mode: str):
-        check_on_bad_label(mode)
+    The defaults are those of label files; the image validation of
+    :mod:`yolov7_d2.data.validate` names its own config ``key``, the problems (``what``), the
+    ``error`` class, and lists every problem (``max_listed=None``)."""
+
+    def __init__(self, dataset_name: str, mode: str, *, key: str = ON_BAD_LABEL_KEY,
+                 what: str = "bad label line(s) / image file(s)",
+                 max_listed: Optional[int] = MAX_LISTED, error: type = BadLabelError):
+        check_on_bad_label(mode, key)
         self.dataset_name, self.mode = dataset_name, mode
+        self.key, self.what, self.max_listed = key, what, max_listed
+        self.error = error
         self.problems: List[str] = []
 
     def add(self, where: str, reason: str) -> None:
         message = f"{where}: {reason}"
         self.problems.append(message)
         if self.mode == "skip" and len(self.problems) <= MAX_LOGGED:
-            logger.warning("%s: %s; skipped (DATASETS.YOLOV7.ON_BAD_LABEL skip)",
-                           self.dataset_name, message)
+            logger.warning("%s: %s; skipped (%s skip)", self.dataset_name, message, self.key)
 
     def finish(self) -> None:
         n = len(self.problems)
         if not n:
             return
         if self.mode == "error":
-            listed = "\n  ".join(self.problems[:MAX_LISTED])
-            more = f"\n  ... and {n - MAX_LISTED} more" if n > MAX_LISTED else ""
-            raise BadLabelError(
-                f"dataset {self.dataset_name!r}: {n} bad label line(s) / image file(s):\n  "
-                f"{listed}{more}\nFix them, or leave them out with "
-                f"DATASETS.YOLOV7.ON_BAD_LABEL skip (each is then logged).")
+            listed = self.problems if self.max_listed is None else self.problems[:self.max_listed]
+            more = f"\n  ... and {n - len(listed)} more" if n > len(listed) else ""
+            raise self.error(
+                f"dataset {self.dataset_name!r}: {n} {self.what}:\n  "
+                + "\n  ".join(listed)
+                + f"{more}\nFix them, or leave them out with {self.key} skip (each is then "
+                "logged).")
         if n > MAX_LOGGED:
-            logger.warning("%s: %d bad label lines / image files skipped in total (the first "
-                           "%d are logged above)", self.dataset_name, n, MAX_LOGGED)
+            logger.warning("%s: %d %s skipped in total (the first %d are logged above)",
+                           self.dataset_name, n, self.what, MAX_LOGGED)
         else:
-            logger.warning("%s: %d bad label line(s) / image file(s) skipped",
-                           self.dataset_name, n)
+            logger.warning("%s: %d %s skipped", self.dataset_name, n, self.what)
 
 
-def check_on_bad_label(mode: str) -> str:
+def check_on_bad_label(mode: str, key: str = ON_BAD_LABEL_KEY) -> str:
+    """``mode`` if it is one of :data:`ON_BAD_LABEL_CHOICES`, else ValueError naming ``key``."""
     if mode not in ON_BAD_LABEL_CHOICES:
-        raise ValueError(f"on_bad_label (DATASETS.YOLOV7.ON_BAD_LABEL) must be one of "
-                         f"{ON_BAD_LABEL_CHOICES}, got {mode!r}")
+        raise ValueError(f"{key} must be one of {ON_BAD_LABEL_CHOICES}, got {mode!r}")
     return mode
 
 
@@ -349,6 +357,20 @@ def parse_label_file(path: Path, num_classes: int):
     return objects, problems
 
 
+def _without_duplicates(objects: list) -> Tuple[list, int]:
+    """``objects`` of :func:`parse_label_file` without repeats (identical label lines, which
+    would count one object twice), and how many were removed. Departure: official YOLOv7
+    drops the whole image ("duplicate labels" assert in ``cache_labels``); later YOLOv5 and
+    Ultralytics remove the repeats, as here."""
+    seen, kept = set(), []
+    for cls, box, polygon in objects:
+        key = (cls, tuple(box), None if polygon is None else tuple(polygon))
+        if key not in seen:
+            seen.add(key)
+            kept.append((cls, box, polygon))
+    return kept, len(objects) - len(kept)
+
+
 def _load_one(args):
     """Worker: image header + label file of one image."""
     image, num_classes = args
@@ -376,7 +398,7 @@ def load_yolo_split(sources: Sequence[Path], class_names: Sequence[str], *,
     num_classes = len(class_names)
     with ThreadPoolExecutor(min(_THREADS, len(images))) as pool:
         results = list(pool.map(_load_one, [(p, num_classes) for p, _ in images]))
-    dicts, no_label, n_objects = [], 0, 0
+    dicts, no_label, n_objects, duplicates = [], 0, 0, {}
     for (image, named_in), (size, image_error, objects, problems) in zip(images, results):
         if image_error is not None:
             where = str(image) if named_in == str(image) else f"{image} (named in {named_in})"
@@ -388,6 +410,9 @@ def load_yolo_split(sources: Sequence[Path], class_names: Sequence[str], *,
         if objects is None:
             no_label += 1
             objects = []
+        objects, removed = _without_duplicates(objects)
+        if removed:
+            duplicates[str(labels)] = removed
         w, h = size
         annotations = []
         for cls, (x0, y0, x1, y1), polygon in objects:
@@ -401,6 +426,11 @@ def load_yolo_split(sources: Sequence[Path], class_names: Sequence[str], *,
         dicts.append({"file_name": str(image), "image_id": len(dicts), "width": w, "height": h,
                       "annotations": annotations})
     bad.finish()
+    if duplicates:
+        example = next(iter(duplicates.items()))
+        logger.warning("%s: %d duplicate label line(s) removed from %d label file(s) (e.g. %d "
+                       "in %s)", dataset_name, sum(duplicates.values()), len(duplicates),
+                       example[1], example[0])
     if no_label:
         logger.info("%s: %d of %d images have no label file: background images (no objects), "
                     "as in YOLO", dataset_name, no_label, len(images))
@@ -454,60 +484,10 @@ def register_yolo_dataset(data_yaml: Union[str, os.PathLike], name_prefix: Optio
     return names
 
 
-# ---------------------------------------------------------------------------- command line
-def add_dataset_arguments(parser) -> None:
-    """``--yolo-data``, ``--voc-root``, ``--voc-train-split``, ``--voc-test-split``."""
-    group = parser.add_argument_group(
-        "dataset files", "train on a YOLO data.yaml or a Pascal VOC folder: registers it and "
-        "sets DATASETS.TRAIN / DATASETS.TEST and MODEL.YOLOV7.NUM_CLASSES, except those given "
-        "as command-line options")
-    exclusive = group.add_mutually_exclusive_group()
-    exclusive.add_argument("--yolo-data", metavar="DATA_YAML", default="",
-                           help="an Ultralytics / YOLOv7 data.yaml with YOLO txt labels")
-    exclusive.add_argument("--voc-root", metavar="DIR", default="",
-                           help="a VOC folder (Annotations/, JPEGImages/, ImageSets/Main/)")
-    group.add_argument("--voc-train-split", default="trainval", metavar="SPLIT",
-                       help="ImageSets/Main/<SPLIT>.txt for training (default: trainval)")
-    group.add_argument("--voc-test-split", default="test", metavar="SPLIT",
-                       help="ImageSets/Main/<SPLIT>.txt for evaluation (default: test)")
+def __getattr__(name: str):
+    # The command-line helpers moved to cli.py (which imports this module); old import path.
+    if name in ("add_dataset_arguments", "apply_dataset_arguments"):
+        from . import cli
 
-
-def _opts_keys(opts: Iterable[str]) -> set:
-    opts = list(opts or [])
-    return {str(k) for k in opts[0::2]}
-
-
-def apply_dataset_arguments(cfg, args) -> Optional[Dict[str, object]]:
-    """Register the dataset named by ``args.yolo_data`` / ``args.voc_root`` (if any) and,
-    on the unfrozen ``cfg``, set DATASETS.TRAIN, DATASETS.TEST and MODEL.YOLOV7.NUM_CLASSES
-    unless ``args.opts`` sets them. Returns {"train", "test", "classes"} or None."""
-    yolo_data = getattr(args, "yolo_data", "")
-    voc_root = getattr(args, "voc_root", "")
-    if not yolo_data and not voc_root:
-        return None
-    if yolo_data and voc_root:
-        raise ValueError("--yolo-data and --voc-root exclude each other")
-    on_bad_label = check_on_bad_label(cfg.DATASETS.YOLOV7.ON_BAD_LABEL)
-    if yolo_data:
-        names = register_yolo_dataset(yolo_data, on_bad_label=on_bad_label)
-        train, test = names["train"], names["val"]
-    else:
-        from .voc_format import register_voc_dataset
-
-        train = register_voc_dataset(voc_root, args.voc_train_split, on_bad_label=on_bad_label)
-        test = register_voc_dataset(voc_root, args.voc_test_split, on_bad_label=on_bad_label,
-                                    class_names=MetadataCatalog.get(train).thing_classes)
-    classes = list(MetadataCatalog.get(train).thing_classes)
-    given = _opts_keys(getattr(args, "opts", []))
-    if "DATASETS.TRAIN" not in given:
-        cfg.DATASETS.TRAIN = (train,)
-    if "DATASETS.TEST" not in given:
-        cfg.DATASETS.TEST = (test,)
-    if "MODEL.YOLOV7.NUM_CLASSES" not in given:
-        cfg.MODEL.YOLOV7.NUM_CLASSES = len(classes)
-    elif cfg.MODEL.YOLOV7.NUM_CLASSES != len(classes):
-        logger.warning("MODEL.YOLOV7.NUM_CLASSES %d (given) but the dataset has %d classes %s",
-                       cfg.MODEL.YOLOV7.NUM_CLASSES, len(classes), classes)
-    logger.info("dataset: train %s, test %s, %d classes %s", cfg.DATASETS.TRAIN,
-                cfg.DATASETS.TEST, len(classes), classes)
-    return {"train": train, "test": test, "classes": classes}
+        return getattr(cli, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

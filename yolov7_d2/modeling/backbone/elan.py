@@ -47,10 +47,11 @@ class ELANBackbone(Backbone):
         in_channels: image channels.
         width_multiple: scales every width, official rounding (ceil to a multiple of 8).
         out_features: which stage outputs to return; default all.
+        freeze_at: see :meth:`freeze`.
     """
 
     def __init__(self, arch: YOLOv7Arch, in_channels: int = 3, width_multiple: float = 1.0,
-                 out_features: Optional[List[str]] = None):
+                 out_features: Optional[List[str]] = None, freeze_at: int = 0):
         super().__init__()
         width = lambda c: scale_width(c, width_multiple)  # noqa: E731
         stem: List[nn.Module] = [ReOrg()] if arch.reorg else []
@@ -78,10 +79,33 @@ class ELANBackbone(Backbone):
         if unknown:
             raise ValueError(f"Unknown ELAN backbone outputs {sorted(unknown)}; "
                              f"available: {self.stage_names}")
+        self.freeze(freeze_at)
 
     @property
     def size_divisibility(self) -> int:
         return max(self._out_feature_strides.values())
+
+    def freeze(self, freeze_at: int = 0) -> "ELANBackbone":
+        """Freeze the stem (``freeze_at`` >= 1) and the first ``freeze_at`` - 1 stages, as
+        detectron2's ResNet (1: stem, 2: stem and "c2", ...; official ``--freeze`` counts
+        layers instead): no gradients, and their BatchNorm statistics stay fixed in training.
+
+        BatchNorm is kept (in eval mode, see :meth:`train`) rather than swapped for
+        ``FrozenBatchNorm2d``, so the state dict, official conversion, EMA and
+        re-parameterization see the same tensors as without freezing.
+        """
+        # Names, not modules: a list of modules as attribute would register them twice.
+        self.frozen_modules: List[str] = (["stem"] + self.stage_names)[:max(freeze_at, 0)]
+        for name in self.frozen_modules:
+            for param in getattr(self, name).parameters():
+                param.requires_grad_(False)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> "ELANBackbone":
+        super().train(mode)
+        for name in self.frozen_modules:
+            getattr(self, name).eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """(N, C, H, W) -> {name: (N, C_name, H / stride, W / stride)} for ``out_features``."""
@@ -103,4 +127,5 @@ def build_elan_backbone(cfg, input_shape: ShapeSpec) -> ELANBackbone:
         in_channels=input_shape.channels,
         width_multiple=cfg.MODEL.YOLOV7.WIDTH_MULTIPLE,
         out_features=list(cfg.MODEL.YOLOV7.IN_FEATURES) or None,
+        freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT,
     )

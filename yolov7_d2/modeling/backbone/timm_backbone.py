@@ -3,7 +3,7 @@ to put under the YOLOv7 PAN neck (``MODEL.YOLOV7.BOTTOM_UP: "build_timm_backbone
 import math
 import os
 import socket
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 from urllib.parse import urlparse
 
 import torch
@@ -135,6 +135,23 @@ class TimmBackbone(Backbone):
     def size_divisibility(self) -> int:
         return max(self._out_feature_strides.values())
 
+    def names_of_timm_state_dict(self, names: Iterable[str]) -> Dict[str, str]:
+        """This backbone's state-dict name of each of ``names``, names of the full timm model
+        (as timm and the hub save its state dict) that have a place here (not the classifier).
+
+        timm's ``features_only`` wrapper joins flattened module names with "_" ("stages.0" ->
+        "stages_0"), so names are compared with "_" read as ".".
+        """
+        own: Dict[str, List[str]] = {}
+        for key in self.state_dict():
+            own.setdefault(key.replace("_", "."), []).append(key)
+        found = {}
+        for name in names:
+            matches = own.get("body." + name.replace("_", "."), [])
+            if len(matches) == 1:  # an ambiguous name is left out rather than guessed
+                found[name] = matches[0]
+        return found
+
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """(N, C, H, W) -> {"cK": (N, C_K, H / 2^K, W / 2^K)}."""
         features = self.body(x)
@@ -145,13 +162,14 @@ class TimmBackbone(Backbone):
 
 @BACKBONE_REGISTRY.register()
 def build_timm_backbone(cfg, input_shape: ShapeSpec) -> TimmBackbone:
-    """``TimmBackbone`` of ``cfg.MODEL.TIMM`` (NAME, OUT_INDICES, PRETRAINED); fixed-size
-    models (Swin) are built for ``cfg.INPUT.YOLOV7.IMAGE_SIZE``."""
+    """``TimmBackbone`` of ``cfg.MODEL.TIMM`` (NAME, OUT_INDICES, PRETRAINED, PRETRAINED_FILE:
+    a file given is loaded); fixed-size models (Swin) are built for
+    ``cfg.INPUT.YOLOV7.IMAGE_SIZE``."""
     timm_cfg = cfg.MODEL.TIMM
     return TimmBackbone(
         timm_cfg.NAME,
         out_indices=list(timm_cfg.OUT_INDICES) or None,
-        pretrained=timm_cfg.PRETRAINED,
+        pretrained=timm_cfg.PRETRAINED or bool(timm_cfg.PRETRAINED_FILE),
         pretrained_file=timm_cfg.PRETRAINED_FILE,
         in_channels=input_shape.channels,
         img_size=cfg.INPUT.YOLOV7.IMAGE_SIZE,
