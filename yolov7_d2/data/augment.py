@@ -6,8 +6,8 @@ for :func:`augment_hsv`, which is told the order); annotations travel in :class:
 (pixel coordinates of the image they belong to).
 
 The probabilities, ranges and order of operations follow the official YOLOv7
-``utils/datasets.py`` (see section 8 of the project notes ``shared/OFFICIAL_FACTS.md``, beside the checkout); this is an
-independent implementation. Departures are listed where they occur.
+``utils/datasets.py`` (see section 8 of the project notes ``shared/OFFICIAL_FACTS.md``, beside
+the checkout); this is an independent implementation. Departures are listed where they occur.
 """
 from __future__ import annotations
 
