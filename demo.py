@@ -20,6 +20,7 @@ import numpy as np
 # Applies yolov7_d2.compat (before detectron2's submodules are imported) and registers YOLOv7.
 import yolov7_d2
 from yolov7_d2.checkpoint import CheckpointError
+from yolov7_d2.config_checks import ConfigError
 from yolov7_d2.data import register_deepforest, register_labelme_examples
 
 logger = logging.getLogger("yolov7_d2.demo")
@@ -31,9 +32,11 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
 DESCRIPTION = __doc__.split("\n\n")[0] + """
 
 Inputs: --input takes image files, folders (their image files, not recursive) and quoted glob
-patterns ("photos/*.jpg"). A missing path, or an explicitly named file that is not a readable
-image, stops the demo with an error naming it (exit status 1). An unreadable image found in a
-folder or by a pattern is skipped with a warning naming it. No image at all is an error.
+patterns ("photos/*.jpg"). A missing path stops the demo before the model is built, with an
+error naming it (exit status 1); so does no image at all. An image that cannot be read is
+skipped with a warning naming it: every other image is processed, then the demo lists the
+images that failed and exits with status 1. Grayscale, 16-bit and RGBA images are read as
+8-bit BGR (alpha dropped); any image size works (1 x 1, 10000 x 10).
 
 Without MODEL.WEIGHTS the model keeps its random initialization: it runs, but its detections
 are meaningless (a warning says so).
@@ -118,13 +121,12 @@ def setup_cfg(args):
         value = getattr(args, flag)
         if not 0.0 <= value <= 1.0:
             raise DemoError(f"--{flag.replace('_', '-')} must be in [0, 1], got {value}")
-    cfg = yolov7_d2.load_config(args.config_file)
-    # The official detect.py reports each box once, with its best class.
-    cfg.MODEL.YOLOV7.MULTI_LABEL_TEST = False
     try:
-        cfg.merge_from_list(list(args.opts))
-    except (KeyError, ValueError, AssertionError, TypeError) as e:
-        raise DemoError(f"invalid --opts {args.opts}: {type(e).__name__}: {e}") from e
+        # The official detect.py reports each box once, with its best class (--opts may differ).
+        cfg = yolov7_d2.load_config(args.config_file,
+                                    ["MODEL.YOLOV7.MULTI_LABEL_TEST", "False", *args.opts])
+    except ConfigError as e:  # names the file or key and the fix
+        raise DemoError(str(e)) from e
     cfg.MODEL.YOLOV7.CONF_THRESH_TEST = args.confidence_threshold
     cfg.MODEL.YOLOV7.NMS_THRESH_TEST = args.nms_threshold
 
@@ -140,16 +142,15 @@ def setup_cfg(args):
     return cfg
 
 
-def collect_images(inputs: Sequence[str]) -> List[Tuple[str, bool]]:
-    """(path, explicit) for every image named by --input, in order and without repeats.
-    ``explicit`` is False for files found in a folder or by a glob pattern."""
+def collect_images(inputs: Sequence[str]) -> List[str]:
+    """Every image named by --input, in order and without repeats."""
     found, seen = [], set()
 
-    def add(path, explicit):
+    def add(path):
         key = os.path.realpath(path)
         if key not in seen:
             seen.add(key)
-            found.append((path, explicit))
+            found.append(path)
 
     for item in inputs:
         path = os.path.expanduser(item)
@@ -162,16 +163,16 @@ def collect_images(inputs: Sequence[str]) -> List[Tuple[str, bool]]:
                 logger.warning("Folder %r holds no image file (%s).", item,
                                " ".join(IMAGE_EXTENSIONS))
             for f in files:
-                add(f, False)
+                add(f)
         elif glob.has_magic(path):
             matches = sorted(p for p in glob.glob(path) if os.path.isfile(p)
                              and p.lower().endswith(IMAGE_EXTENSIONS))
             if not matches:
                 logger.warning("Pattern %r matches no image file.", item)
             for f in matches:
-                add(f, False)
+                add(f)
         elif os.path.isfile(path):
-            add(path, True)
+            add(path)
         else:
             raise DemoError(f"input {item!r} does not exist")
     if not found:
@@ -228,25 +229,32 @@ def format_detections(instances, class_names: Optional[List[str]]) -> List[str]:
     return lines
 
 
-def run_on_images(predictor, images: List[Tuple[str, bool]], outputs: List[Optional[str]]):
-    """Detects, prints and (where ``outputs`` has a path) draws each of ``images``, the
-    (path, explicit) pairs of :func:`collect_images`."""
+def detect(predictor, path: str) -> Tuple[np.ndarray, object, float]:
+    """(BGR image, Instances, seconds in the model) of the image file ``path``; DemoError
+    naming it when it cannot be read or the predictor refuses it."""
+    image = read_bgr(path)
+    t = time.perf_counter()
+    try:
+        instances = predictor(image)["instances"]
+    except ValueError as e:  # e.g. an image shape the model cannot take
+        raise DemoError(f"cannot detect objects in {path!r}: {e}") from e
+    return image, instances, time.perf_counter() - t
+
+
+def run_on_images(predictor, images: List[str], outputs: List[Optional[str]]) -> List[str]:
+    """Detects, prints and (where ``outputs`` has a path) draws each of ``images``; an image
+    that fails is skipped with a warning. Returns the failures, one line each."""
     import cv2
     from detectron2.utils.visualizer import Visualizer
 
-    done, skipped, model_time, start = 0, [], 0.0, time.perf_counter()
-    for (path, explicit), out_path in zip(images, outputs):
+    done, failed, model_time, start = 0, [], 0.0, time.perf_counter()
+    for path, out_path in zip(images, outputs):
         try:
-            image = read_bgr(path)
+            image, instances, seconds = detect(predictor, path)
         except DemoError as e:
-            if explicit:
-                raise
             logger.warning("%s; skipping it.", e)
-            skipped.append(path)
+            failed.append(str(e))
             continue
-        t = time.perf_counter()
-        instances = predictor(image)["instances"]
-        seconds = time.perf_counter() - t
         model_time += seconds
         height, width = image.shape[:2]
         print(f"{path} ({width}x{height}): {len(instances)} detections in {seconds:.3f}s")
@@ -259,12 +267,12 @@ def run_on_images(predictor, images: List[Tuple[str, bool]], outputs: List[Optio
                 raise DemoError(f"cannot write {out_path!r}")
             print(f"  -> {out_path}")
         done += 1
-    if not done:
-        raise DemoError(f"none of the {len(images)} images could be read")
-    total = time.perf_counter() - start
-    print(f"{done} image{'s' * (done != 1)} in {total:.2f}s (model {model_time:.2f}s, "
-          f"{1000 * model_time / done:.1f} ms/image)"
-          + (f"; skipped {len(skipped)} unreadable: {', '.join(skipped)}" if skipped else ""))
+    if done:
+        total = time.perf_counter() - start
+        print(f"{done} image{'s' * (done != 1)} in {total:.2f}s (model {model_time:.2f}s, "
+              f"{1000 * model_time / done:.1f} ms/image)"
+              + (f"; {len(failed)} failed (listed on stderr)" if failed else ""))
+    return failed
 
 
 def video_output_path(video: str, output: Optional[str]) -> Optional[str]:
@@ -372,7 +380,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             out_video = video_output_path(args.video_input, args.output)
         else:
             images = collect_images(args.input)
-            outputs = (output_paths([p for p, _ in images], args.output) if args.output
+            outputs = (output_paths(images, args.output) if args.output
                        else [None] * len(images))
         t = time.perf_counter()
         if args.onnx:
@@ -388,7 +396,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if capture is not None:
             run_on_video(predictor, args.video_input, capture, out_video)
         else:
-            run_on_images(predictor, images, outputs)
+            failed = run_on_images(predictor, images, outputs)
+            if failed:
+                raise DemoError(f"{len(failed)} of {len(images)} images failed:\n  "
+                                + "\n  ".join(failed))
     except (DemoError, CheckpointError) as e:
         print(f"demo.py: error: {e}", file=sys.stderr)
         return 1

@@ -34,6 +34,8 @@ install_requires = [
 extras_require = {
     "test": [
         "pytest",
+        # property tests of the box transforms and the mapper (tests/test_properties.py)
+        "hypothesis",
         # real CC0 / public-domain photos (astronaut, coffee, chelsea) for demo tests
         "scikit-image",
         # what `import sas_yolov7.models.yolo` needs; sas-yolov7 itself (a GPL-3.0 test-only

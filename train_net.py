@@ -19,14 +19,17 @@ Evaluation uses the EMA weights when the checkpoint has them (the official final
 """
 import logging
 import os
+import sys
 
 import yolov7_d2  # noqa: F401  (detectron2 compat shims, registrations)
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
-from yolov7_d2.checkpoint import YOLOv7Checkpointer
+from yolov7_d2.checkpoint import CheckpointError, YOLOv7Checkpointer
 from yolov7_d2.config import keys_set_by, load_config
+from yolov7_d2.config_checks import ConfigError, check_config, check_schedule
 from yolov7_d2.data.datasets.cli import add_dataset_arguments, apply_dataset_arguments
+from yolov7_d2.data.validate import DatasetConfigError
 from yolov7_d2.engine import (
     YOLOv7Trainer,
     count_training_images,
@@ -38,20 +41,27 @@ logger = logging.getLogger("yolov7_d2")
 
 
 def setup(args):
-    """Config from --config-file and trailing options, frozen, with detectron2's setup; to
-    train, SOLVER.YOLOV7.EPOCHS and the other epoch keys turned into iterations."""
-    cfg = load_config(args.config_file, args.opts)
+    """Config from --config-file and trailing options, frozen, with detectron2's setup, checked
+    (ConfigError / DatasetConfigError naming the key); to train, SOLVER.YOLOV7.EPOCHS and the
+    other epoch keys turned into iterations."""
+    cfg = load_config(args.config_file, args.opts)  # unknown keys, wrong types, missing files
     # --yolo-data / --voc-root / --coco-json: register the dataset, point DATASETS.* and
     # NUM_CLASSES at it.
     apply_dataset_arguments(cfg, args)
     cfg.freeze()
     default_setup(cfg, args)
     setup_yolov7_run(cfg.OUTPUT_DIR)  # registers the built-in datasets: counted below
-    if not args.eval_only and cfg.SOLVER.YOLOV7.EPOCHS > 0:
+    training = not args.eval_only
+    # Values that cannot work (a zero batch size, an image size off the stride, unregistered
+    # datasets, ...): one clear error now, not a ZeroDivisionError in the middle of training.
+    check_config(cfg, training=training)
+    if training and cfg.SOLVER.YOLOV7.EPOCHS > 0:
         # Iteration keys the config files or options set are kept (yolov7_d2/engine/epochs.py).
         cfg = resolve_epoch_schedule(cfg, count_training_images(cfg),
                                      explicit=keys_set_by(args.config_file, args.opts))
         save_config(cfg)
+    if training:
+        check_schedule(cfg)
     return cfg
 
 
@@ -87,5 +97,9 @@ def parse_args(argv=None):
 
 if __name__ == "__main__":
     args = parse_args()
-    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args,))
+    try:
+        launch(main, args.num_gpus, num_machines=args.num_machines,
+               machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
+    except (ConfigError, DatasetConfigError, CheckpointError) as e:
+        # The message names the key, dataset or file and the fix; a traceback would bury it.
+        sys.exit(f"train_net.py: error: {e}")

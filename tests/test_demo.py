@@ -173,26 +173,46 @@ def test_corrupt_explicit_file_is_an_error_naming_it(capsys, tmp_path):
     bad.write_bytes(os.urandom(2000))
     rc, _, err = run_demo(capsys, "--input", str(bad))
     assert rc == 1
-    assert f"cannot read image {str(bad)!r}" in err
+    assert f"cannot read image {str(bad)!r}" in err and "1 of 1 images failed" in err
 
 
-def test_corrupt_file_in_folder_is_skipped_with_warning(capsys, caplog, tmp_path):
+def test_folder_of_good_odd_and_bad_files(capsys, caplog, tmp_path):
+    """Every readable image is processed, whatever its size or channels (grayscale, RGBA,
+    16-bit, 1 x 1, 10000 x 10); the unreadable ones are skipped with a warning, listed at the
+    end on stderr, and the exit status is 1."""
     folder = tmp_path / "in"
     write_photos(folder, names=("chelsea",))
+    gray = cv2.cvtColor(photo("coffee"), cv2.COLOR_BGR2GRAY)
+    good = {"chelsea.jpg": photo("chelsea"), "gray.png": gray,
+            "rgba.png": cv2.cvtColor(photo("astronaut"), cv2.COLOR_BGR2BGRA),
+            "gray16.png": gray.astype(np.uint16) * 257,
+            "dot.png": np.full((1, 1, 3), 200, np.uint8),
+            "strip.png": cv2.resize(photo("coffee"), (10, 10000))}
+    for name, image in good.items():
+        if name != "chelsea.jpg":
+            assert cv2.imwrite(str(folder / name), image)
     (folder / "x.jpg").write_bytes(os.urandom(2000))
     truncated = (folder / "chelsea.jpg").read_bytes()
     (folder / "y.jpg").write_bytes(truncated[: len(truncated) // 3])
     rc, out, err = run_demo(capsys, "--input", str(folder), "--output", str(tmp_path / "out"))
-    assert rc == 0, err
+    assert rc == 1
+    parsed = parse_detections(out)
+    assert sorted(parsed) == sorted(str(folder / name) for name in good)
+    for name, image in good.items():  # drawn at the input's size
+        width, height, _ = parsed[str(folder / name)]
+        assert (height, width) == image.shape[:2]
+        assert cv2.imread(str(tmp_path / "out" / name)).shape[:2] == image.shape[:2]
+    assert f"{len(good)} images in" in out and "2 failed (listed on stderr)" in out
+    assert f"2 of {len(good) + 2} images failed" in err
     for name in ("x.jpg", "y.jpg"):
-        assert str(folder / name) in caplog.text
+        assert f"cannot read image {str(folder / name)!r}" in err
+        assert str(folder / name) in caplog.text  # warned when met
         assert not (tmp_path / "out" / name).exists()
-    assert list(parse_detections(out)) == [str(folder / "chelsea.jpg")]
-    assert "1 image in" in out and "skipped 2 unreadable" in out
 
-    os.remove(folder / "chelsea.jpg")
-    rc, _, err = run_demo(capsys, "--input", str(folder))
-    assert rc == 1 and "none of the 2 images could be read" in err
+    for name in good:
+        os.remove(folder / name)
+    rc, out, err = run_demo(capsys, "--input", str(folder))
+    assert rc == 1 and "2 of 2 images failed" in err and "images in" not in out
 
 
 def test_bad_weights_and_options_are_errors(capsys, tmp_path, photo_dir):

@@ -1,21 +1,70 @@
-"""Distributed data parallel training on the CPU: two processes joined by a gloo process group
-stand in for ``train_net.py --num-gpus 2`` (detectron2's launch needs CUDA and NCCL). Checks
-that a step sums the gradient over all processes' images, as official train.py does, and that
-the trainer keeps the replicas identical, checkpoints once and evaluates."""
+"""Distributed data parallel training on the CPU: processes joined by a gloo process group
+stand in for ``train_net.py --num-gpus N`` (detectron2's launch needs CUDA and NCCL).
+
+Checks that an optimizer step sums the gradient over all processes' images and over the
+accumulated batches, as official train.py does (for 1, 2 and 4 processes); that a yolov7-tiny
+step on 2 processes is the single-process step on the same images; that the BatchNorm
+statistics of all processes are averaged before evaluation; and that the trainer keeps the
+replicas identical, accumulates to the nominal batch, checkpoints once and evaluates.
+
+The processes are forked (they inherit the imported modules instead of importing torch and
+detectron2 again, seconds each on a 2-core machine); a run that hangs is killed after
+``TIMEOUT_S``.
+"""
+import time
+
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from torch.nn.parallel import DistributedDataParallel
 
+from detectron2.engine.defaults import create_ddp_model
+from detectron2.structures import Boxes, Instances
 from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 from yolov7_d2.config import load_config
-from yolov7_d2.engine import YOLOv7Trainer, YOLOv7TrainLoop, setup_yolov7_run
+from yolov7_d2.engine import (
+    ModelEMA,
+    YOLOv7Trainer,
+    YOLOv7TrainLoop,
+    accumulation_steps,
+    build_yolov7_optimizer,
+    setup_yolov7_run,
+)
+from yolov7_d2.engine.distributed import average_batchnorm_buffers, batchnorm_buffers
+from test_engine import tiny_model
 from test_train import CONFIG, small_run_opts
 
 WORLD_SIZE = 2
+TIMEOUT_S = 600
 
 
+def run_processes(fn, world_size: int, tmp_path, *args):
+    """``fn(rank, *args)`` in ``world_size`` forked processes, each in a gloo process group
+    (detectron2's ``comm`` set up as ``launch`` does); fails the test if one fails or the run
+    outlasts ``TIMEOUT_S``."""
+    context = mp.start_processes(_in_process_group, args=(fn, world_size, str(tmp_path), args),
+                                 nprocs=world_size, join=False, start_method="fork")
+    deadline = time.monotonic() + TIMEOUT_S
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"{world_size} gloo processes still running after {TIMEOUT_S} s")
+
+
+def _in_process_group(rank: int, fn, world_size: int, tmp_dir: str, args):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_dir}/init{world_size}",
+                            rank=rank, world_size=world_size)
+    comm._LOCAL_PROCESS_GROUP = dist.new_group(list(range(world_size)))
+    try:
+        fn(rank, *args)
+    finally:
+        dist.destroy_process_group()
+
+
+# ----------------------------------------------------------------------------- toy model
 class _WeightedSum(torch.nn.Module):
     """Loss = weight * sum of the batch's values: its gradient is the sum of the values."""
 
@@ -27,53 +76,203 @@ class _WeightedSum(torch.nn.Module):
         return {"loss": self.weight * sum(sample["value"] for sample in batch)}
 
 
-def _step_sums_gradients_over_processes(rank: int) -> float:
-    model = DistributedDataParallel(_WeightedSum())
-    batch = [{"value": float(rank + 1)}]  # process 0 sees 1.0, process 1 sees 2.0
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    loop = YOLOv7TrainLoop(model, iter(lambda: batch, None), optimizer,
-                           accumulation=lambda it: 1, ema=None)
+TOY_TOTAL_BATCH, TOY_NOMINAL, TOY_LR = 4, 8, 1e-3
+
+
+def _toy_value(iteration: int, index: int) -> float:
+    """The value of the ``index``-th image (over all processes) of ``iteration``."""
+    return float(1 + index + 10 * iteration)
+
+
+def _toy_weights(rank: int, world_size: int):
+    """Weight after each of 2 iterations when this process takes its share (TOY_TOTAL_BATCH /
+    world_size images) of each iteration's batch, with the trainer's accumulation for
+    SOLVER.IMS_PER_BATCH = TOY_TOTAL_BATCH (the total) and a nominal batch TOY_NOMINAL."""
+    model = create_ddp_model(_WeightedSum(), broadcast_buffers=False, device_ids=None)
+    per_process = TOY_TOTAL_BATCH // world_size
+    batches = iter([{"value": _toy_value(it, rank * per_process + i)}
+                    for i in range(per_process)] for it in range(2))
+    loop = YOLOv7TrainLoop(
+        model, batches, torch.optim.SGD(model.parameters(), lr=TOY_LR),
+        accumulation=lambda it: accumulation_steps(it, 0, TOY_TOTAL_BATCH, TOY_NOMINAL), ema=None)
+    weights = []
     with EventStorage():
-        loop.iter = 0
-        loop.run_step()
-    return model.module.weight.item()
+        for it in range(2):
+            loop.iter = it
+            loop.run_step()
+            weights.append(next(model.parameters()).item())
+    return weights
 
 
-def _worker(rank: int, init_file: str, out_dir: str):
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=WORLD_SIZE)
-    comm._LOCAL_PROCESS_GROUP = dist.new_group(list(range(WORLD_SIZE)))
-    try:
-        toy_weight = _step_sums_gradients_over_processes(rank)
-        opts = small_run_opts(out_dir, 3) + ["SOLVER.IMS_PER_BATCH", "4",
-                                              "SOLVER.YOLOV7.NOMINAL_BATCH_SIZE", "4"]
-        cfg = load_config(str(CONFIG), opts)
-        setup_yolov7_run(cfg.OUTPUT_DIR)  # registers the tree tiles in this process
-        trainer = YOLOv7Trainer(cfg)
-        trainer.resume_or_load(resume=False)
-        results = trainer.train()
-        # Parameters only: BatchNorm running statistics are per process (broadcast_buffers off).
-        weights = {k: v.detach().clone() for k, v in trainer.model.module.named_parameters()}
-        torch.save({"toy_weight": toy_weight, "weights": weights, "results": results,
-                    "ema_updates": trainer.ema.updates},
-                   f"{out_dir}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _toy_worker(rank: int, world_size: int, out_dir: str):
+    torch.save(_toy_weights(rank, world_size), f"{out_dir}/toy{world_size}_rank{rank}.pt")
 
 
-def test_ddp_training_on_cpu_processes(tmp_path):
-    mp.spawn(_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD_SIZE,
-             join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD_SIZE)]
+# ----------------------------------------------------------------------------- yolov7-tiny
+DETECTOR_SIZE, DETECTOR_PER_PROCESS, DETECTOR_ITERS = 64, 2, 2
 
-    # Gradient 1 + 2 = 3 (the whole batch), not DDP's average 1.5: 1 - 0.1 * 3.
-    assert all(abs(r["toy_weight"] - 0.7) < 1e-6 for r in ranks), [r["toy_weight"] for r in ranks]
 
-    # The replicas stay identical after optimizer steps on different images.
+def _detector_samples():
+    """DETECTOR_ITERS x WORLD_SIZE x DETECTOR_PER_PROCESS training samples: 64-px random
+    images with 1 to 3 random boxes (8 to 40 px) of random classes, the same in every
+    process (seeded)."""
+    gen = torch.Generator().manual_seed(0)
+    samples = []
+    for _ in range(DETECTOR_ITERS * WORLD_SIZE * DETECTOR_PER_PROCESS):
+        n = int(torch.randint(1, 4, (), generator=gen))
+        xy = torch.rand(n, 2, generator=gen) * (DETECTOR_SIZE - 40)
+        wh = 8 + torch.rand(n, 2, generator=gen) * 32
+        instances = Instances((DETECTOR_SIZE, DETECTOR_SIZE),
+                              gt_boxes=Boxes(torch.cat([xy, xy + wh], 1)),
+                              gt_classes=torch.randint(0, 80, (n,), generator=gen))
+        image = torch.randint(0, 256, (3, DETECTOR_SIZE, DETECTOR_SIZE), generator=gen,
+                              dtype=torch.uint8)
+        samples.append({"image": image, "instances": instances})
+    return samples
+
+
+def _detector_steps(model, batches, accumulation: int, ema=None):
+    """The trainer's step on each of ``batches`` (lists of samples), optimizer as the
+    trainer's (three groups, Nesterov SGD)."""
+    optimizer = build_yolov7_optimizer(model, base_lr=0.01, momentum=0.937, weight_decay=5e-4)
+    loop = YOLOv7TrainLoop(model, iter(batches), optimizer, accumulation=lambda it: accumulation,
+                           ema=ema)
+    with EventStorage():
+        for it in range(len(batches)):
+            loop.iter = it
+            loop.run_step()
+
+
+def _parameters(model):
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def _detector_worker(rank: int, out_dir: str):
+    """DETECTOR_ITERS steps of yolov7-tiny under DDP, each process on its
+    DETECTOR_PER_PROCESS images of each iteration; then the BatchNorm statistics averaged."""
+    model = tiny_model()
+    model.load_state_dict(torch.load(f"{out_dir}/init.pth"))
+    ema = ModelEMA(model)
+    ddp = create_ddp_model(model, broadcast_buffers=False, device_ids=None)
+    samples, n = _detector_samples(), DETECTOR_PER_PROCESS
+    batches = [samples[(it * WORLD_SIZE + rank) * n:(it * WORLD_SIZE + rank + 1) * n]
+               for it in range(DETECTOR_ITERS)]
+    _detector_steps(ddp, batches, accumulation=1, ema=ema)
+    bn_before = [b.clone() for b in batchnorm_buffers(model) + batchnorm_buffers(ema.ema)]
+    average_batchnorm_buffers(ddp, ema.ema)
+    bn_after = [b.clone() for b in batchnorm_buffers(model) + batchnorm_buffers(ema.ema)]
+    torch.save({"weights": _parameters(model), "bn_before": bn_before, "bn_after": bn_after},
+               f"{out_dir}/detector_rank{rank}.pt")
+
+
+# ----------------------------------------------------------------------------- the trainer
+TRAINER_OPTS = ["SOLVER.IMS_PER_BATCH", "4", "SOLVER.YOLOV7.NOMINAL_BATCH_SIZE", "8"]
+
+
+def _trainer_worker(rank: int, out_dir: str):
+    """train_net's trainer for 3 iterations (warm-up 2), 2 images per process."""
+    cfg = load_config(str(CONFIG), small_run_opts(out_dir, 3) + TRAINER_OPTS)
+    setup_yolov7_run(cfg.OUTPUT_DIR)  # registers the tree tiles
+    trainer = YOLOv7Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    results = trainer.train()
+    model = trainer.model.module
+    torch.save({"weights": _parameters(model), "results": results,
+                "ema_updates": trainer.ema.updates,
+                "accumulation": [trainer._trainer.accumulation(it) for it in range(4)],
+                "bn": batchnorm_buffers(model) + batchnorm_buffers(trainer.ema.ema)},
+               f"{out_dir}/trainer_rank{rank}.pt")
+
+
+def _two_process_worker(rank: int, out_dir: str):
+    _toy_worker(rank, WORLD_SIZE, out_dir)
+    _detector_worker(rank, out_dir)
+    _trainer_worker(rank, out_dir)
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    """One 2-process run for the tests below; returns its output directory."""
+    out = tmp_path_factory.mktemp("ddp")
+    torch.manual_seed(0)
+    torch.save(tiny_model().state_dict(), out / "init.pth")
+    run_processes(_two_process_worker, WORLD_SIZE, out, str(out))
+    return out
+
+
+def _load_ranks(out, name, world_size=WORLD_SIZE):
+    return [torch.load(out / f"{name}_rank{r}.pt", weights_only=False) for r in range(world_size)]
+
+
+# ----------------------------------------------------------------------------- tests
+def test_step_sums_gradients_over_processes_and_accumulated_batches(tmp_path, two_processes):
+    """A total batch of 4 images split over 1, 2 or 4 processes, accumulated to a nominal 8:
+    no step after the first iteration, then one step whose gradient is the sum of the values
+    of all 8 images (DDP averages over processes; the loop scales the loss by the world
+    size, as official train.py). DDP's average alone would give 1/world_size of it."""
+    run_processes(_toy_worker, 4, tmp_path, 4, str(tmp_path))
+    total = sum(_toy_value(it, i) for it in range(2) for i in range(TOY_TOTAL_BATCH))
+    expected = [1.0, 1.0 - TOY_LR * total]
+    runs = {1: [_toy_weights(0, 1)], 2: _load_ranks(two_processes, "toy2"),
+            4: _load_ranks(tmp_path, "toy4", 4)}
+    for world_size, ranks in runs.items():
+        for weights in ranks:
+            assert weights == pytest.approx(expected, rel=1e-6), (world_size, weights)
+
+
+def test_two_process_step_equals_single_process_accumulation(two_processes):
+    """What is compared, and why: each process's BatchNorm normalises over its own images and
+    the loss is normalised by the positives of its own batch (official ComputeLossOTA x batch
+    size), so a DDP step on 2 x B images is not a step on the concatenated 2B-image batch;
+    it is the gradient of loss(images of process 0) + loss(images of process 1). That is
+    exactly what one process computes with gradient accumulation over the same two B-image
+    batches, one optimizer step per two batches. So 2 DDP steps (2 processes x 2 images,
+    accumulation 1) must give the parameters of 4 single-process steps (2 images,
+    accumulation 2) on the same images, BatchNorm in training mode. Without the loss scaling
+    by the world size the DDP update would be half as large."""
+    model = tiny_model()
+    model.load_state_dict(torch.load(two_processes / "init.pth"))
+    start = _parameters(model)
+    samples, n = _detector_samples(), DETECTOR_PER_PROCESS
+    _detector_steps(model, [samples[i:i + n] for i in range(0, len(samples), n)],
+                    accumulation=WORLD_SIZE)
+    reference = _parameters(model)
+    ranks = _load_ranks(two_processes, "detector")
+    moved = max((reference[k] - start[k]).abs().max().item() for k in start)
+    assert moved > 1e-3  # the updates are far above the tolerance below
+    for key, value in reference.items():
+        for rank in ranks:
+            torch.testing.assert_close(rank["weights"][key], value, rtol=1e-4, atol=1e-6,
+                                       msg=key)
+
+
+def test_batchnorm_statistics_averaged_over_processes(two_processes):
+    """After steps on different images the processes' BatchNorm statistics (model and EMA)
+    differ; average_batchnorm_buffers makes them the same on all, their mean."""
+    ranks = _load_ranks(two_processes, "detector")
+    before = [r["bn_before"] for r in ranks]
+    after = [r["bn_after"] for r in ranks]
+    differences = [(a - b).abs().max().item() for a, b in zip(*before)]
+    assert max(differences) > 1e-3
+    for i, (b0, b1) in enumerate(zip(*before)):
+        assert torch.equal(after[0][i], after[1][i]), i
+        torch.testing.assert_close(after[0][i], (b0 + b1) / 2, msg=str(i))
+
+
+def test_trainer_on_two_processes(two_processes):
+    """The whole trainer: replicas identical after steps on different images; accumulation
+    from the total batch (4 images, nominal 8: 2 batches per step after the warm-up of 2
+    iterations, so 2 optimizer steps in 3 iterations; per-process batches would give 1);
+    BatchNorm statistics of model and EMA identical after the final evaluation; only the main
+    process evaluates and writes checkpoints."""
+    ranks = _load_ranks(two_processes, "trainer")
     for key, value in ranks[0]["weights"].items():
         torch.testing.assert_close(ranks[1]["weights"][key], value, msg=key)
-    assert ranks[0]["ema_updates"] == ranks[1]["ema_updates"] >= 1
-    # Only the main process evaluates and writes checkpoints.
+    expected = [accumulation_steps(it, 2, batch_size=4, nominal=8) for it in range(4)]
+    assert expected == [1, 2, 2, 2]
+    assert ranks[0]["accumulation"] == ranks[1]["accumulation"] == expected
+    assert ranks[0]["ema_updates"] == ranks[1]["ema_updates"] == 2
+    for i, (b0, b1) in enumerate(zip(ranks[0]["bn"], ranks[1]["bn"])):
+        assert torch.equal(b0, b1), i
     assert "bbox" in ranks[0]["results"]
-    assert (tmp_path / "model_final.pth").is_file()
+    assert (two_processes / "model_final.pth").is_file()

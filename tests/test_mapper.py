@@ -1,9 +1,7 @@
 """YOLOv7MosaicMapper on real photos (scikit-image, CC0): each photo gets a filled box (or
 disk) of a colour of its own, annotated as one object; after augmentation the pixels under
 each output box must still be that colour."""
-import gc
 import logging
-import os
 
 import cv2
 import numpy as np
@@ -15,9 +13,9 @@ from detectron2.structures import BoxMode
 from photos import PHOTOS, photo
 from yolov7_d2.config import load_config
 from yolov7_d2.data import (
-    CloseMosaicHook,
     ImageLoadError,
     YOLOv7MosaicMapper,
+    YOLOv7TrainLoader,
     build_yolov7_test_mapper,
     build_yolov7_train_loader,
 )
@@ -265,14 +263,11 @@ def test_close_mosaic_switches_to_letterbox(tmp_path):
     coffee = dicts[1]  # 400 x 600: letterboxed with grey bars above and below
     expected = expected_without_mosaic(coffee)
     _, r, px, py = letterboxed(coffee)
-    mapper.set_iteration(89)
-    assert mapper.mosaic_enabled
-    assert not np.array_equal(mapper(coffee)["image"].permute(1, 2, 0).numpy(), expected)
-    hook = CloseMosaicHook(mapper)
-    hook.trainer = type("FakeTrainer", (), {"iter": 90})()
-    hook.before_step()
-    assert not mapper.mosaic_enabled
-    image, boxes, _ = check_output(mapper(coffee))
+    assert mapper.mosaic_enabled(89) and mapper.mosaic_enabled(None)
+    mosaic = mapper(coffee, iteration=89)["image"].permute(1, 2, 0).numpy()
+    assert not np.array_equal(mosaic, expected)
+    assert not mapper.mosaic_enabled(90)
+    image, boxes, _ = check_output(mapper(coffee, iteration=90))
     np.testing.assert_array_equal(image, expected)
     assert (image[:int(zoom(py)) - 1] == 114).all()  # the letterbox's grey bar
     x0, y0, x1, y1 = coffee["annotations"][0]["bbox"]
@@ -280,46 +275,20 @@ def test_close_mosaic_switches_to_letterbox(tmp_path):
                                                y1 * r + py]), atol=1e-3)
 
 
-def test_close_mosaic_reaches_dataloader_workers(tmp_path):
-    """The iteration is a shared value: set in the main process, seen by a worker process."""
-    from detectron2.data import build_detection_train_loader
-
+def test_close_mosaic_in_dataloader_workers(tmp_path):
+    """The train loader gives each sample its iteration, in worker processes too: mosaic
+    closes exactly at iteration max_iter - CLOSE_MOSAIC_ITERS."""
     dicts = write_dataset(tmp_path)[1:2]
     cfg = make_cfg(*FIXED_GEOMETRY, "INPUT.YOLOV7.CLOSE_MOSAIC_ITERS", "10",
                    "SOLVER.MAX_ITER", "100")
     mapper = YOLOv7MosaicMapper(cfg, is_train=True, dataset_dicts=dicts)
     expected = torch.as_tensor(expected_without_mosaic(dicts[0]).transpose(2, 0, 1).copy())
-    loader = build_detection_train_loader(dicts, mapper=mapper, total_batch_size=1,
-                                          aspect_ratio_grouping=False, num_workers=1)
+    loader = YOLOv7TrainLoader(mapper, batch_size=1, num_workers=1)
+    loader.start_iter = 88
     it = iter(loader)
-    assert not torch.equal(next(it)[0]["image"], expected)  # mosaic
-    mapper.set_iteration(95)
-    # batches prefetched before the switch may still be mosaics; later ones are not
-    later = [next(it)[0]["image"] for _ in range(6)]
-    assert all(torch.equal(x, expected) for x in later[-3:])
+    images = [next(it)[0]["image"] for _ in range(4)]  # iterations 88 to 91
+    assert [torch.equal(x, expected) for x in images] == [False, False, True, True]
     del it
-
-
-def test_iteration_is_shared_by_copies_and_pickles(tmp_path):
-    """Spawned workers get a (cloud)pickled mapper, forked ones a copy: all see one value."""
-    import copy
-    import pickle
-
-    import cloudpickle
-
-    mapper = YOLOv7MosaicMapper(dataset_dicts=write_dataset(tmp_path), close_mosaic_iters=5,
-                                max_iter=10)
-    copies = [copy.deepcopy(mapper), pickle.loads(pickle.dumps(mapper)),
-              cloudpickle.loads(cloudpickle.dumps(mapper))]
-    mapper.set_iteration(7)
-    assert [c.iteration for c in copies] == [7, 7, 7]
-    assert not any(c.mosaic_enabled for c in copies)
-    path = mapper._iteration.path
-    del copies  # copies do not own the file
-    assert os.path.exists(path)
-    del mapper
-    gc.collect()
-    assert not os.path.exists(path)
 
 
 def test_box_clipping_degenerate_boxes_and_crowd(tmp_path, caplog):

@@ -36,6 +36,7 @@ import torch
 import yolov7_d2  # noqa: F401  (applies the detectron2 compat shims, registers the model)
 from yolov7_d2.checkpoint import CheckpointError
 from yolov7_d2.config import load_config
+from yolov7_d2.config_checks import ConfigError
 from yolov7_d2.export.deploy import build_deploy_model, count_parameters
 
 logger = logging.getLogger("yolov7_d2.export")
@@ -124,7 +125,11 @@ def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     from yolov7_d2.export.onnx import OPSET, ONNXExportError, export_onnx
 
-    cfg = load_config(args.config_file, list(args.opts) + ["MODEL.DEVICE", "cpu"])
+    try:
+        cfg = load_config(args.config_file, list(args.opts) + ["MODEL.DEVICE", "cpu"])
+    except ConfigError as e:  # names the file or key and the fix
+        logger.error("%s", e)
+        return 1
     weights = cfg.MODEL.WEIGHTS if args.weights is None else args.weights
     if not weights:
         logger.warning("No --weights and no MODEL.WEIGHTS: exporting random weights, whose "

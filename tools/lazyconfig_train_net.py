@@ -28,7 +28,6 @@ from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from yolov7_d2.checkpoint import YOLOv7Checkpointer
-from yolov7_d2.data import CloseMosaicHook, YOLOv7MosaicMapper
 from yolov7_d2.engine import (
     EarlyStop,
     ModelEMA,
@@ -94,11 +93,9 @@ def build_training(cfg):
         trainer.last_eval_results = do_test(cfg, evaluated)
         return trainer.last_eval_results
 
-    mapper = getattr(train_loader, "mapper", None)
     trainer.register_hooks([
         hooks.IterationTimer(),
         hooks.LRScheduler(scheduler=scheduler),
-        CloseMosaicHook(mapper) if isinstance(mapper, YOLOv7MosaicMapper) else None,
         hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
         if comm.is_main_process() else None,
         hooks.EvalHook(cfg.train.eval_period, evaluate),

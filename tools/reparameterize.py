@@ -27,6 +27,7 @@ import yolov7_d2  # noqa: F401  (applies the detectron2 compat shims, registers 
 from detectron2.modeling import build_model
 from yolov7_d2.checkpoint import CheckpointError, YOLOv7Checkpointer, atomic_torch_save
 from yolov7_d2.config import load_config
+from yolov7_d2.config_checks import ConfigError
 from yolov7_d2.export.deploy import (checkpoint_is_reparameterized, count_parameters,
                                      deploy_checkpoint)
 from yolov7_d2.modeling import reparameterize
@@ -59,7 +60,11 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = get_parser().parse_args(argv)
-    cfg = load_config(args.config_file, list(args.opts) + ["MODEL.DEVICE", "cpu"])
+    try:
+        cfg = load_config(args.config_file, list(args.opts) + ["MODEL.DEVICE", "cpu"])
+    except ConfigError as e:  # names the file or key and the fix
+        logger.error("%s", e)
+        return 1
     if cfg.MODEL.YOLOV7.REPARAMETERIZED:
         logger.error("MODEL.YOLOV7.REPARAMETERIZED is True: give the config of the training "
                      "model (the input is fused here)")

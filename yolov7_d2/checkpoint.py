@@ -1,7 +1,8 @@
-"""Checkpoint loading for YOLOv7 models: fails loudly instead of silently skipping tensors,
-converts official checkpoints on the fly, and loads checkpoints of other classes (fine-tuning)
-or of the bottom-up network alone partially (:mod:`yolov7_d2.finetune`)."""
+"""Checkpoints of YOLOv7 models: written atomically; loading fails loudly instead of silently
+skipping tensors, converts official checkpoints on the fly, and loads checkpoints of other
+classes (fine-tuning) or of the bottom-up network alone partially (:mod:`yolov7_d2.finetune`)."""
 import os
+from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 import torch
@@ -15,8 +16,10 @@ from .convert import (
     load_official_checkpoint,
     official_to_yolov7,
 )
+from .config_checks import check_checkpoint_scale
 from .finetune import adapt_class_rows, bottom_up_state
-from .utils.io import atomic_write
+from .numerics import check_finite_checkpoint
+from .utils.io import atomic_write, remove_temporaries
 
 __all__ = ["YOLOv7Checkpointer", "CheckpointError", "atomic_torch_save"]
 
@@ -42,6 +45,12 @@ class YOLOv7Checkpointer(DetectionCheckpointer):
     another number of classes is an error too, unless ``finetune``: then its class-independent
     tensors are loaded and a table is logged (:func:`yolov7_d2.finetune.adapt_class_rows`).
 
+    Checkpoints are written atomically (:func:`atomic_torch_save`), and ``last_checkpoint``
+    is rewritten (atomically too) only once the file it names is complete: a run killed at
+    any moment leaves ``last_checkpoint`` naming a complete checkpoint. A temporary file left
+    by a run killed while saving is removed at the next save (the saving process is the only
+    writer of checkpoints in ``save_dir``).
+
     Args:
         model, save_dir, checkpointables: as for ``DetectionCheckpointer``.
         prefer_ema: (inference) load a training checkpoint's EMA weights as the model: as in
@@ -66,9 +75,26 @@ class YOLOv7Checkpointer(DetectionCheckpointer):
         return super().load(path, *args, **kwargs)
 
     def save(self, name: str, **kwargs) -> None:
+        """As detectron2's: the model's and checkpointables' states and ``kwargs`` to
+        ``save_dir/<name>.pth``, then named in ``last_checkpoint``; but atomically."""
+        if not self.save_dir or not self.save_to_disk:
+            return
         if self.class_names:
             kwargs.setdefault("thing_classes", self.class_names)
-        super().save(name, **kwargs)
+        data = {"model": self.model.state_dict()}
+        data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
+        data.update(kwargs)
+        check_finite_checkpoint(name, {k: data[k] for k in ("model", "ema") if k in data})
+        path = os.path.join(self.save_dir, f"{name}.pth")
+        for tmp in remove_temporaries(self.save_dir, ["*.pth", "last_checkpoint"]):
+            self.logger.warning("Removed %s, left by a run killed while saving", tmp)
+        self.logger.info("Saving checkpoint to %s", path)
+        atomic_torch_save(data, path)
+        self.tag_last_checkpoint(os.path.basename(path))
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        atomic_write(os.path.join(self.save_dir, "last_checkpoint"),
+                     lambda tmp: Path(tmp).write_text(last_filename_basename))
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
         loaded = self._read(filename)
@@ -127,6 +153,7 @@ class YOLOv7Checkpointer(DetectionCheckpointer):
 
     def _check_compatible(self, filename: str, state: Dict[str, Any]) -> None:
         own = self.model.state_dict()
+        check_checkpoint_scale(filename, state, own)  # another YOLOv7 scale: named
         shared = [k for k in own if k in state]
         if not shared:
             raise CheckpointError(

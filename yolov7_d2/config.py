@@ -189,20 +189,18 @@ def add_yolov7_config(cfg: CN) -> None:
 
 
 def load_config(config_file: str = "", opts=()) -> CN:
-    """A detectron2 config with the YOLOv7 keys, merged from ``config_file`` and ``opts``
-    ("KEY VALUE" pairs). Unknown keys raise an error naming them."""
+    """A detectron2 config with the YOLOv7 keys, merged from ``config_file`` (with its
+    ``_BASE_`` files) and ``opts`` ("KEY VALUE" pairs). A missing or unparsable file, a
+    missing base, an unknown key or a value of the wrong type raises
+    :class:`~yolov7_d2.config_checks.ConfigError` naming it (with close matches of an unknown
+    key); :func:`~yolov7_d2.config_checks.check_config` checks the values."""
     from detectron2.config import get_cfg
+
+    from .config_checks import merge_config
 
     cfg = get_cfg()
     add_yolov7_config(cfg)
-    try:
-        if config_file:
-            cfg.merge_from_file(config_file)
-        cfg.merge_from_list(list(opts))
-    except (AssertionError, KeyError) as e:  # yacs reports unknown keys with an assert
-        source = f"{config_file!r} or the command-line options" if config_file else "the options"
-        raise KeyError(f"{e} (in {source}); the YOLOv7 keys and their meaning are in "
-                       "yolov7_d2/config.py") from e
+    merge_config(cfg, config_file, opts)
     return cfg
 
 

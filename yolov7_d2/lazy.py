@@ -6,11 +6,11 @@ import math
 from typing import List, Sequence, Union
 
 import torch
-from detectron2.data import build_detection_train_loader
+from detectron2.utils import comm
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import Backbone
 
-from .data import YOLOv7MosaicMapper
+from .data import YOLOv7MosaicMapper, YOLOv7TrainLoader
 from .modeling import YOLOv7Arch, YOLOv7Loss, YOLOv7PAN, get_arch
 from .modeling.arch import scale_width
 
@@ -62,16 +62,16 @@ def yolov7_loss(*, num_classes: int, num_levels: int, image_size: int, box_gain:
     return YOLOv7Loss(num_classes=num_classes, **gains, **kwargs)
 
 
-def yolov7_train_loader(*, mapper: YOLOv7MosaicMapper, total_batch_size: int, **kwargs):
-    """detectron2's ``build_detection_train_loader`` sampling the mapper's own dataset (the
-    one its mosaic partners come from, loaded once); the mapper is kept as ``loader.mapper``
-    (for :class:`~yolov7_d2.data.CloseMosaicHook`). ``kwargs``: num_workers, sampler, ..."""
-    if mapper.dataset is None:
-        raise ValueError("the mapper has no dataset_dicts to draw samples from")
-    loader = build_detection_train_loader(mapper.dataset, mapper=mapper,
-                                          total_batch_size=total_batch_size, **kwargs)
-    loader.mapper = mapper
-    return loader
+def yolov7_train_loader(*, mapper: YOLOv7MosaicMapper, total_batch_size: int,
+                        **kwargs) -> YOLOv7TrainLoader:
+    """:class:`~yolov7_d2.data.YOLOv7TrainLoader` sampling the mapper's own dataset (the one
+    its mosaic partners come from, loaded once), ``total_batch_size`` images per batch over
+    all processes. ``kwargs``: num_workers, sampler."""
+    world_size = comm.get_world_size()
+    if total_batch_size % world_size:
+        raise ValueError(f"total_batch_size ({total_batch_size}) must be a multiple of the "
+                         f"number of processes ({world_size})")
+    return YOLOv7TrainLoader(mapper, batch_size=total_batch_size // world_size, **kwargs)
 
 
 def nominal_weight_decay(weight_decay: float, batch_size: int, nominal_batch_size: int) -> float:

@@ -17,7 +17,7 @@ from .checkpoint import YOLOv7Checkpointer
 from .data.image_io import read_image
 from .export.deploy import checkpoint_is_reparameterized
 
-__all__ = ["YOLOv7Predictor", "class_names_metadata"]
+__all__ = ["YOLOv7Predictor", "class_names_metadata", "as_bgr_image"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,31 @@ def class_names_metadata(cfg) -> Metadata:
                     thing_classes=[f"class {i}" for i in range(num_classes)])
 
 
+def as_bgr_image(image: np.ndarray) -> np.ndarray:
+    """An (H, W, 3) uint8 BGR image from the arrays OpenCV reads: grayscale (H, W) or
+    (H, W, 1) repeated over 3 channels, BGRA with its alpha dropped, 16-bit samples to 8 bits
+    (the high byte, as :func:`~yolov7_d2.data.image_io.read_image`). ValueError naming the
+    shape or dtype of anything else, an empty image included (TypeError: not an array)."""
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"expected an image file name or a numpy array, got "
+                        f"{type(image).__name__}")
+    if image.size == 0:
+        raise ValueError(f"the image is empty (shape {image.shape}): nothing to detect")
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected an (H, W, 3) BGR image (or (H, W) grayscale, (H, W, 4) "
+                         f"BGRA), got shape {image.shape}")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise ValueError(f"expected uint8 (or uint16) pixel values, got {image.dtype}; convert "
+                         "0..255 values with image.astype(np.uint8)")
+    if image.shape[2] == 1:
+        return np.repeat(image, 3, axis=2)
+    return image[:, :, :3]
+
+
 class YOLOv7Predictor:
     """Builds the model of ``cfg``, loads ``cfg.MODEL.WEIGHTS`` with
     :class:`~yolov7_d2.checkpoint.YOLOv7Checkpointer` (so that a wrong checkpoint raises
@@ -62,6 +87,11 @@ class YOLOv7Predictor:
     Attributes:
         cfg: a clone of the config; model: the model in eval mode; metadata: see
         :func:`class_names_metadata`; random_weights: True when MODEL.WEIGHTS was empty.
+
+    Arrays other than (H, W, 3) uint8 BGR are converted by :func:`as_bgr_image` (grayscale,
+    BGRA, 16-bit) or refused with a ValueError naming their shape (empty images included).
+    Any image size is accepted: a very long one (10000 x 10) keeps at least one pixel on each
+    side after the resize.
 
     Example::
 
@@ -92,16 +122,24 @@ class YOLOv7Predictor:
         if self.input_format not in ("RGB", "BGR"):
             raise ValueError(f"INPUT.FORMAT must be 'RGB' or 'BGR', got {self.input_format!r}")
 
+    def resize(self, image: np.ndarray) -> np.ndarray:
+        """``self.aug`` applied to ``image``, keeping at least one pixel on each side (it
+        would make a 10000 x 10 image 640 x 0)."""
+        transform = self.aug.get_transform(image)
+        if isinstance(transform, T.ResizeTransform) and min(transform.new_h, transform.new_w) < 1:
+            transform = T.ResizeTransform(transform.h, transform.w, max(transform.new_h, 1),
+                                          max(transform.new_w, 1), transform.interp)
+        return transform.apply_image(image)
+
     def preprocess(self, original_image: Union[np.ndarray, str, os.PathLike]) -> Dict:
-        """The model input dict of one (H, W, 3) uint8 BGR image or image file."""
+        """The model input dict of one BGR image (see :func:`as_bgr_image`) or image file."""
         if isinstance(original_image, (str, os.PathLike)):
             original_image = read_image(original_image, format="BGR")
-        if original_image.ndim != 3 or original_image.shape[2] != 3:
-            raise ValueError(f"expected an (H, W, 3) BGR image, got shape {original_image.shape}")
+        original_image = as_bgr_image(original_image)
         if self.input_format == "RGB":
             original_image = original_image[:, :, ::-1]
         height, width = original_image.shape[:2]
-        image = self.aug.get_transform(original_image).apply_image(original_image)
+        image = self.resize(original_image)
         image = torch.as_tensor(np.ascontiguousarray(image.astype("float32").transpose(2, 0, 1)))
         return {"image": image, "height": height, "width": width}
 
@@ -109,9 +147,9 @@ class YOLOv7Predictor:
     def __call__(self, original_image: Union[np.ndarray, str, os.PathLike]) -> Dict:
         """
         Args:
-            original_image: an (H, W, 3) uint8 image in BGR order (as cv2.imread gives), or
-                the path of an image file (:class:`~yolov7_d2.data.ImageLoadError` if it
-                cannot be read).
+            original_image: an (H, W, 3) uint8 image in BGR order (as cv2.imread gives; or
+                grayscale, BGRA, 16-bit: :func:`as_bgr_image`), or the path of an image file
+                (:class:`~yolov7_d2.data.ImageLoadError` if it cannot be read).
         Returns:
             {"instances": Instances(pred_boxes, scores, pred_classes)} in original-image pixels,
             on the CPU, highest score first.

@@ -56,7 +56,6 @@ dataloader.train = L(yolov7_train_loader)(
         cache_images=False,
     ),
     total_batch_size=64,
-    aspect_ratio_grouping=True,
     num_workers=4,
 )
 

@@ -2,7 +2,6 @@
 mapper, and helpers that prepare and register real datasets reachable from package
 registries. Importing this package registers nothing; call ``register_*``."""
 from .mapper import (
-    CloseMosaicHook,
     ImageLoadError,
     YOLOv7MosaicMapper,
     YOLOv7TestMapper,
@@ -10,6 +9,7 @@ from .mapper import (
     build_yolov7_test_mapper,
     build_yolov7_train_loader,
 )
+from .stream import YOLOv7TrainLoader
 from .datasets import (
     datasets_root,
     prepare_deepforest,
@@ -23,10 +23,10 @@ from .datasets import (
 __all__ = [
     "YOLOv7MosaicMapper",
     "build_yolov7_train_loader",
+    "YOLOv7TrainLoader",
     "build_yolov7_test_mapper",
     "YOLOv7TestMapper",
     "build_yolov7_test_loader",
-    "CloseMosaicHook",
     "ImageLoadError",
     "datasets_root",
     "prepare_deepforest",

@@ -240,13 +240,17 @@ def box_candidates(before: np.ndarray, after: np.ndarray, min_size: float = 2.0,
     Kept: width and height above ``min_size`` px, aspect ratio (long / short) below
     ``max_aspect``, and area above ``min_area_ratio`` (a scalar or (N,) array) times the
     area of the same box ``before`` the augmentation. ``before`` may be None (no area test).
+
+    Departure: a box of zero area ``before`` is never kept. It is an object clipped away
+    (outside its image or the mosaic canvas); the official ratio test passes it (x / eps),
+    and a rotation turns that line into a box around nothing.
     """
     w, h = after[:, 2] - after[:, 0], after[:, 3] - after[:, 1]
     aspect = np.maximum(w / (h + eps), h / (w + eps))
     keep = (w > min_size) & (h > min_size) & (aspect < max_aspect)
     if before is not None:
         area0 = (before[:, 2] - before[:, 0]) * (before[:, 3] - before[:, 1])
-        keep &= w * h / (area0 + eps) > min_area_ratio
+        keep &= (area0 > 0) & (w * h / (area0 + eps) > min_area_ratio)
     return keep
 
 

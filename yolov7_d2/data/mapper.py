@@ -4,19 +4,17 @@ state-of-the-art for real-time object detectors", 2022) for detectron2.
 * :class:`YOLOv7MosaicMapper`: the official train-time pipeline (mosaic / mosaic-9, random
   perspective, mixup, HSV, paste-in, flips, box filter) on detectron2 dataset dicts, with
   mosaic partners drawn from the whole dataset and a seeded, worker-safe random stream.
-* :func:`build_yolov7_train_loader`: detectron2's train loader with that mapper, the dataset
-  dicts loaded (and serialized) once for both.
+* :func:`build_yolov7_train_loader`: a :class:`~.stream.YOLOv7TrainLoader` with that mapper
+  and detectron2's training sampler over the same dataset dicts (loaded and serialized once),
+  whose batches depend on the seeds and the iteration only (a resumed run sees the
+  uninterrupted run's).
 * :func:`build_yolov7_test_mapper` (a :class:`YOLOv7TestMapper`): evaluation resize (long
   side = ``IMAGE_SIZE``); :func:`build_yolov7_test_loader` skips images it cannot read.
-* :class:`CloseMosaicHook`: tells the mapper the trainer's iteration ("close mosaic").
 """
 from __future__ import annotations
 
 import itertools
 import logging
-import os
-import tempfile
-import weakref
 import zlib
 from collections import Counter
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -33,13 +31,13 @@ from detectron2.data import (
 )
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
-from detectron2.engine.train_loop import HookBase
 from detectron2.structures import Boxes, BoxMode, Instances
 from detectron2.utils import comm
 
 from . import augment as A
 from .augment import Targets
 from .image_io import ImageLoadError, read_image
+from .stream import YOLOv7TrainLoader
 from .validate import dataset_dicts_from_config
 
 __all__ = [
@@ -48,7 +46,6 @@ __all__ = [
     "build_yolov7_test_mapper",
     "build_yolov7_test_loader",
     "YOLOv7TestMapper",
-    "CloseMosaicHook",
     "ImageLoadError",
 ]
 
@@ -64,47 +61,6 @@ PASTE_MAX_GROUPS = 10
 # A sample whose image cannot be read is replaced by a random other one at most this many
 # times in a row before the error is raised (only a mostly unreadable dataset gets there).
 MAX_REDRAWS = 10
-
-
-def _remove_if_owner(path: str, owner_pid: int) -> None:
-    if os.getpid() == owner_pid:  # not in forked dataloader workers, which inherit the object
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-
-
-class SharedIteration:
-    """An integer that the main process writes and dataloader workers read: 8 bytes in a
-    temporary file, removed when the creating process drops it.
-
-    Unlike a ``multiprocessing.Value`` it survives any way of reaching a worker: fork,
-    spawn / forkserver (detectron2 cloudpickles the mapper), ``copy.deepcopy`` -- a copy
-    names the same file. A read is one small file read per sample.
-    """
-
-    def __init__(self, value: int = 0):
-        fd, self.path = tempfile.mkstemp(prefix="yolov7_d2_iteration_")
-        os.close(fd)
-        self.set(value)
-        weakref.finalize(self, _remove_if_owner, self.path, os.getpid())
-
-    def set(self, value: int) -> None:
-        with open(self.path, "r+b") as f:
-            f.write(int(value).to_bytes(8, "little", signed=True))
-
-    def get(self) -> int:
-        with open(self.path, "rb") as f:
-            return int.from_bytes(f.read(8), "little", signed=True)
-
-    def __getstate__(self):
-        return {"path": self.path}
-
-    def __setstate__(self, state):
-        self.path = state["path"]
-
-    def __deepcopy__(self, memo):
-        return self  # one shared value
 
 
 class YOLOv7MosaicMapper:
@@ -139,17 +95,19 @@ class YOLOv7MosaicMapper:
     a random other one with a warning naming the file (counted in :attr:`stats`); with
     ``is_train=False`` :class:`~.image_io.ImageLoadError` is raised.
 
-    Randomness: each call draws from its own ``numpy.random.Generator`` seeded with
-    ``(seed, distributed rank, dataloader worker id + 1, number of calls so far in this
-    process, crc32 of the image_id (of the file_name if there is none))``. Same seed, same
-    dataset, same sampler order and same number of workers give the same samples, whatever
-    the global RNG state (detectron2 reseeds the global RNGs of each worker at random).
+    Randomness: each call draws from its own ``numpy.random.Generator``, whatever the global
+    RNG state (detectron2 reseeds the global RNGs of each worker at random). The training
+    loader (:class:`~.stream.YOLOv7TrainLoader`) gives each sample its place in the stream,
+    ``iteration`` and ``slot`` (index in the batch): the generator is seeded with ``(seed,
+    distributed rank, iteration, slot, crc32 of the image_id (of the file_name if there is
+    none))``, so a sample depends on neither the number of workers nor what came before it
+    (a resumed run maps the samples of the uninterrupted one). A call without a place
+    (visualisation, tests) uses ``(seed, rank, dataloader worker id + 1, number of calls so far
+    in this process, crc32)`` instead.
 
-    Close mosaic: the current training iteration lives in a :class:`SharedIteration` (a
-    small temporary file) created with the mapper, so that :meth:`set_iteration` in the main
-    process reaches dataloader workers, however they were started. From iteration
-    ``max_iter - close_mosaic_iters`` on, mosaic, mixup and paste-in are off. Batches
-    already prefetched by workers (2 per worker) still come from the old phase.
+    Close mosaic: from iteration ``max_iter - close_mosaic_iters`` on, mosaic, mixup and
+    paste-in are off for the samples of that iteration (calls without an iteration keep
+    mosaic on).
 
     Output dict: the input's ``file_name`` / ``image_id``, "image" (C, H, W) uint8 tensor in
     ``image_format``, "height" = "width" = ``image_size``, "instances" with ``gt_boxes``
@@ -206,8 +164,7 @@ class YOLOv7MosaicMapper:
             box_min_size, box_max_aspect, box_min_area_ratio, polygon_min_area_ratio (float):
                 the box filter (see the class doc).
             close_mosaic_iters (int): mosaic, mixup and paste-in off for this many last
-                iterations of ``max_iter`` (0: never); the trainer must call
-                :meth:`set_iteration` (see :class:`CloseMosaicHook`).
+                iterations of ``max_iter`` (0: never), for samples mapped with their iteration.
             max_iter (int): the training length in iterations.
             seed (int or None): base seed of the random stream; None draws one from the OS.
             cache_images (bool): keep every image read, resized, in memory (official
@@ -244,8 +201,6 @@ class YOLOv7MosaicMapper:
             seed = int(np.random.SeedSequence().entropy % (2**63))
             logger.info("YOLOv7MosaicMapper: no seed given, drew seed %d", seed)
         self.seed = int(seed)
-        # Shared with dataloader workers (written by the main process only).
-        self._iteration = SharedIteration(0)
         #: file_name -> (resized image, scale, original width, height), or None: no cache.
         self._cache: Optional[Dict[str, Tuple[np.ndarray, float, int, int]]] = (
             {} if cache_images else None)
@@ -293,29 +248,23 @@ class YOLOv7MosaicMapper:
         }
 
     # ------------------------------------------------------------------ close mosaic
-    def set_iteration(self, iteration: int) -> None:
-        """Tell the mapper (and its dataloader workers) the current training iteration."""
-        self._iteration.set(iteration)
-
-    @property
-    def iteration(self) -> int:
-        return self._iteration.get()
-
-    @property
-    def mosaic_enabled(self) -> bool:
-        """False during the last ``close_mosaic_iters`` iterations."""
-        if self.close_mosaic_iters <= 0:
-            return True  # no file read per sample when close mosaic is off
-        return self.iteration < self.max_iter - self.close_mosaic_iters
+    def mosaic_enabled(self, iteration: Optional[int]) -> bool:
+        """False for the samples of the last ``close_mosaic_iters`` iterations."""
+        if self.close_mosaic_iters <= 0 or iteration is None:
+            return True
+        return iteration < self.max_iter - self.close_mosaic_iters
 
     # ------------------------------------------------------------------ loading
-    def _rng(self, dataset_dict: dict) -> np.random.Generator:
-        info = torch.utils.data.get_worker_info()
-        worker = 0 if info is None else info.id + 1
+    def _rng(self, dataset_dict: dict, iteration: Optional[int],
+             slot: int) -> np.random.Generator:
         self._calls += 1
         # image_id when there is one: stable when the dataset moves to another directory
         key = dataset_dict.get("image_id", dataset_dict.get("file_name", ""))
         key = zlib.crc32(str(key).encode())
+        if iteration is not None:  # a sample of the training stream
+            return np.random.default_rng([self.seed, comm.get_rank(), iteration, slot, key])
+        info = torch.utils.data.get_worker_info()
+        worker = 0 if info is None else info.id + 1
         return np.random.default_rng([self.seed, comm.get_rank(), worker, self._calls, key])
 
     def _read(self, dataset_dict: dict) -> np.ndarray:
@@ -401,8 +350,8 @@ class YOLOv7MosaicMapper:
         self.stats["pasted"] += len(targets) - before
         return targets
 
-    def _augment(self, dataset_dict: dict, rng) -> Tuple[np.ndarray, Targets]:
-        mosaic_on = self.mosaic_enabled
+    def _augment(self, dataset_dict: dict, rng,
+                 mosaic_on: bool) -> Tuple[np.ndarray, Targets]:
         if mosaic_on and rng.random() < self.mosaic_prob:
             image, targets = self._mosaic(dataset_dict, rng)
             if rng.random() < self.mixup_prob:
@@ -423,15 +372,15 @@ class YOLOv7MosaicMapper:
             image, targets = A.transpose(image, targets)
         return image, targets
 
-    def _augment_readable(self, dataset_dict: dict,
-                          rng) -> Tuple[dict, Tuple[np.ndarray, Targets]]:
+    def _augment_readable(self, dataset_dict: dict, rng,
+                          mosaic_on: bool) -> Tuple[dict, Tuple[np.ndarray, Targets]]:
         """:meth:`_augment`, except that a sample with a file that cannot be read (its own or
         a partner's: deleted or damaged since the dataset was validated) is replaced by a
         random other one, with a warning naming the file. Returns the dict of the sample
         used, and its image and targets."""
         for attempt in itertools.count():
             try:
-                return dataset_dict, self._augment(dataset_dict, rng)
+                return dataset_dict, self._augment(dataset_dict, rng, mosaic_on)
             except ImageLoadError as e:
                 if self.dataset is None or attempt >= MAX_REDRAWS:
                     raise
@@ -448,18 +397,23 @@ class YOLOv7MosaicMapper:
         return image, targets.affine(1.0, pad_x, pad_y)
 
     # ------------------------------------------------------------------ call
-    def __call__(self, dataset_dict: dict) -> Dict:
+    def __call__(self, dataset_dict: dict, *, iteration: Optional[int] = None,
+                 slot: int = 0) -> Dict:
         """
         Args:
             dataset_dict (dict): one detectron2 dataset dict (not modified).
+            iteration (int or None): the training iteration of the sample (close mosaic and
+                the random stream; see the class docstring), or None.
+            slot (int): the sample's index in its batch (this process's part of it).
 
         Returns:
             dict: see the class docstring.
         """
-        rng = self._rng(dataset_dict)
+        rng = self._rng(dataset_dict, iteration, slot)
         before = Counter(self.stats)
         if self.is_train:
-            dataset_dict, (image, targets) = self._augment_readable(dataset_dict, rng)
+            dataset_dict, (image, targets) = self._augment_readable(
+                dataset_dict, rng, self.mosaic_enabled(iteration))
         else:
             image, targets = self._letterboxed(dataset_dict)
         # Final check on every box (mixup and paste-in add boxes after the perspective filter).
@@ -486,22 +440,30 @@ class YOLOv7MosaicMapper:
         return out
 
 
-def build_yolov7_train_loader(cfg, mapper: Optional[YOLOv7MosaicMapper] = None):
-    """detectron2's ``build_detection_train_loader`` with a :class:`YOLOv7MosaicMapper`.
+def build_yolov7_train_loader(cfg, mapper: Optional[YOLOv7MosaicMapper] = None
+                              ) -> YOLOv7TrainLoader:
+    """A :class:`~.stream.YOLOv7TrainLoader` with a :class:`YOLOv7MosaicMapper` and the
+    training sampler of ``cfg.DATALOADER.SAMPLER_TRAIN`` (built by detectron2), batches of
+    ``SOLVER.IMS_PER_BATCH`` images over all processes, ``DATALOADER.NUM_WORKERS`` workers.
+    ``DATALOADER.ASPECT_RATIO_GROUPING`` does not apply: all samples are square.
 
     The dataset dicts of ``cfg.DATASETS.TRAIN`` are loaded and serialized once, and the same
     ``DatasetFromList`` feeds the sampler and the mapper's partner draws. Pass your own
     ``mapper`` (built with ``dataset_dicts``) to keep a handle on it; otherwise one is built
-    from ``cfg``. The mapper is also reachable as ``loader.mapper`` (for
-    :class:`CloseMosaicHook`).
+    from ``cfg``. The mapper is reachable as ``loader.mapper``.
     """
     if mapper is None:
         mapper = YOLOv7MosaicMapper(cfg, is_train=True)
     if mapper.dataset is None:
         raise ValueError("the mapper has no dataset_dicts to draw samples from")
-    loader = build_detection_train_loader(cfg, mapper=mapper, dataset=mapper.dataset)
-    loader.mapper = mapper
-    return loader
+    # detectron2's choice and construction of the sampler (its arguments for cfg).
+    d2_args = build_detection_train_loader.from_config(cfg, mapper, dataset=mapper.dataset)
+    world_size = comm.get_world_size()
+    if cfg.SOLVER.IMS_PER_BATCH % world_size:
+        raise ValueError(f"SOLVER.IMS_PER_BATCH ({cfg.SOLVER.IMS_PER_BATCH}) must be a multiple "
+                         f"of the number of processes ({world_size})")
+    return YOLOv7TrainLoader(mapper, batch_size=cfg.SOLVER.IMS_PER_BATCH // world_size,
+                             sampler=d2_args["sampler"], num_workers=cfg.DATALOADER.NUM_WORKERS)
 
 
 #: Key of the dict :class:`YOLOv7TestMapper` returns for a file it cannot read.
@@ -574,6 +536,22 @@ def build_yolov7_test_loader(dataset: Sequence[dict], *, mapper: YOLOv7TestMappe
                                                       num_workers=num_workers))
 
 
+class ResizeLongSide(T.ResizeShortestEdge):
+    """``ResizeShortestEdge(size, max_size=size)``: long side resized to ``size``, aspect kept,
+    bilinear; except that the short side is at least 1 px, where detectron2 rounds it to 0
+    for an image over 2 x ``size`` times longer than wide (it could then be neither resized
+    nor have its predictions mapped back to its size)."""
+
+    def __init__(self, size: int):
+        super().__init__(short_edge_length=size, max_size=size)
+        self.size = size
+
+    def get_transform(self, image: np.ndarray) -> T.Transform:
+        h, w = image.shape[:2]
+        new_h, new_w = self.get_output_shape(h, w, self.size, self.size)
+        return T.ResizeTransform(h, w, max(new_h, 1), max(new_w, 1), self.interp)
+
+
 def build_yolov7_test_mapper(cfg) -> YOLOv7TestMapper:
     """Evaluation mapper: long side resized to ``cfg.INPUT.YOLOV7.IMAGE_SIZE`` (up or down,
     aspect kept, bilinear), no padding here: the model pads the batch to its stride with
@@ -584,20 +562,6 @@ def build_yolov7_test_mapper(cfg) -> YOLOv7TestMapper:
     """
     size = cfg.INPUT.YOLOV7.IMAGE_SIZE
     return YOLOv7TestMapper(
-        augmentations=[T.ResizeShortestEdge(short_edge_length=size, max_size=size)],
+        augmentations=[ResizeLongSide(size)],
         image_format=cfg.INPUT.FORMAT,
     )
-
-
-class CloseMosaicHook(HookBase):
-    """Passes the trainer's iteration to a :class:`YOLOv7MosaicMapper` before each step, so
-    that it turns mosaic, mixup and paste-in off for the last ``CLOSE_MOSAIC_ITERS``."""
-
-    def __init__(self, mapper: YOLOv7MosaicMapper):
-        self.mapper = mapper
-
-    def before_train(self):
-        self.mapper.set_iteration(self.trainer.iter)
-
-    def before_step(self):
-        self.mapper.set_iteration(self.trainer.iter)

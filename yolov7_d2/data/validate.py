@@ -25,6 +25,7 @@ the train mapper draws another sample, the evaluation loader leaves the image ou
 """
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
@@ -307,15 +308,18 @@ def _main_process_first(fn: Callable[[], List[dict]]) -> List[dict]:
 
 def check_registered(names: Sequence[str], key: str) -> None:
     """DatasetConfigError naming ``key`` unless every name is a registered dataset."""
-    registered = DatasetCatalog.list()
+    registered = sorted(DatasetCatalog.list())
     for name in names:
         if name not in registered:
+            close = difflib.get_close_matches(name, registered, n=3)
+            hint = f" Did you mean {' or '.join(close)}?" if close else ""
+            more = f" and {len(registered) - 8} more" if len(registered) > 8 else ""
             raise DatasetConfigError(
-                f"{key} names dataset {name!r}, which is not registered. Register it before "
-                "training (train_net.py --yolo-data data.yaml or --voc-root DIR; in code "
+                f"{key} names dataset {name!r}, which is not registered.{hint} Register it "
+                "before training (train_net.py --yolo-data data.yaml or --voc-root DIR; in code "
                 "register_yolo_dataset, register_voc_dataset or detectron2's "
                 f"register_coco_instances), or set {key} to registered names (registered: "
-                f"{', '.join(sorted(registered)[:8])}, ...).")
+                f"{', '.join(registered[:8])}{more}).")
 
 
 def load_dataset_dicts(names: Union[str, Sequence[str]], *, filter_empty: bool = False,
@@ -346,12 +350,21 @@ def load_dataset_dicts(names: Union[str, Sequence[str]], *, filter_empty: bool =
     return dicts
 
 
-def check_class_count(names: Sequence[str], num_classes: int, key: str) -> None:
+def check_class_count(names: Sequence[str], num_classes: int, key: str,
+                      more_ok: bool = False) -> None:
     """DatasetConfigError unless each dataset's ``thing_classes`` (when it has them) counts
-    ``num_classes`` (MODEL.YOLOV7.NUM_CLASSES)."""
+    ``num_classes`` (MODEL.YOLOV7.NUM_CLASSES). With ``more_ok`` (training sets), a model of
+    more classes than the dataset is only warned about: it trains, the extra classes are never
+    positive. The evaluation cannot map predictions of classes the dataset lacks."""
     for name in names:
         classes = MetadataCatalog.get(name).get("thing_classes", None)
-        if classes is not None and len(classes) != num_classes:
+        if more_ok and classes is not None and len(classes) < num_classes:
+            logger.warning(
+                "dataset %r (%s) has %d classes but MODEL.YOLOV7.NUM_CLASSES is %d: the model "
+                "learns %d classes that never occur. Set MODEL.YOLOV7.NUM_CLASSES %d unless "
+                "that is meant.", name, key, len(classes), num_classes,
+                num_classes - len(classes), len(classes))
+        elif classes is not None and len(classes) != num_classes:
             shown = ", ".join(map(str, classes[:10])) + (", ..." if len(classes) > 10 else "")
             raise DatasetConfigError(
                 f"dataset {name!r} ({key}) has {len(classes)} classes (thing_classes: {shown}) "
@@ -391,14 +404,16 @@ def dataset_dicts_from_config(cfg, names: Sequence[str], key: str,
 
 def check_datasets(cfg) -> None:
     """Before training: DATASETS.TRAIN and DATASETS.TEST name registered datasets whose
-    ``thing_classes`` count MODEL.YOLOV7.NUM_CLASSES (a mismatch would crash the loss or the
-    COCO evaluation), and each DATASETS.TEST set is loaded and validated with
-    :func:`dataset_dicts_from_config` now, not at the first evaluation (which then finds its
-    images in the cache). The training images are validated when the train loader loads
-    them (:meth:`~.mapper.YOLOv7MosaicMapper.from_config`)."""
+    ``thing_classes`` count MODEL.YOLOV7.NUM_CLASSES (a model of fewer classes would crash the
+    loss, of another count the COCO evaluation; of more than a training set: a warning), and
+    each DATASETS.TEST set is loaded and validated with :func:`dataset_dicts_from_config` now,
+    not at the first evaluation (which then finds its images in the cache). The training
+    images are validated when the train loader loads them
+    (:meth:`~.mapper.YOLOv7MosaicMapper.from_config`)."""
     for key in ("DATASETS.TRAIN", "DATASETS.TEST"):
         names = list(cfg.DATASETS[key.split(".")[1]])
         check_registered(names, key)
-        check_class_count(names, cfg.MODEL.YOLOV7.NUM_CLASSES, key)
+        check_class_count(names, cfg.MODEL.YOLOV7.NUM_CLASSES, key,
+                          more_ok=key == "DATASETS.TRAIN")
     for name in cfg.DATASETS.TEST:
         dataset_dicts_from_config(cfg, [name], "DATASETS.TEST")

@@ -20,8 +20,8 @@ from detectron2.utils.logger import setup_logger
 from ..anchors import AnchorCheckHook
 from ..checkpoint import YOLOv7Checkpointer
 from ..data import (
-    CloseMosaicHook,
     YOLOv7MosaicMapper,
+    YOLOv7TrainLoader,
     build_yolov7_test_loader,
     build_yolov7_test_mapper,
     build_yolov7_train_loader,
@@ -29,8 +29,10 @@ from ..data import (
 from ..data.validate import check_datasets, dataset_dicts_from_config
 from ..evaluation import YOLOv7COCOEvaluator
 from ..evaluation.artifacts import TrainingArtifactsHook, YOLOv7ArtifactsEvaluator, YOLOv7Evaluators
+from ..numerics import BufferSnapshot, check_finite_parameters, non_finite_loss_error
 from .amp import autocast_dtype
 from .best_model import EarlyStop, best_model_hooks
+from .distributed import average_batchnorm_buffers
 from .ema import ModelEMA, unwrap_model
 from .optimizer import build_yolov7_optimizer
 from .schedule import YOLOv7LRScheduler, accumulation_steps
@@ -81,13 +83,21 @@ class YOLOv7TrainLoop(SimpleTrainer):
     backward every batch, an optimizer step only every ``accumulation(iteration)`` batches
     (gradient accumulation to the nominal batch), then the EMA update.
 
-    A batch whose loss is not finite is skipped with a warning (training goes on); more than
-    ``max_bad_batches`` in a row raise ``FloatingPointError``.
+    A non-finite loss stops training with ``FloatingPointError`` (as detectron2's
+    ``SimpleTrainer``) naming the loss terms and the iteration, after restoring the BatchNorm
+    statistics that the batch's forward pass wrote; so do non-finite weights after an
+    optimizer step, before the EMA update (:mod:`yolov7_d2.numerics`). A float16 step that
+    the gradient scaler skips (gradients overflowed) is no fault and updates no EMA.
+
+    :meth:`state_dict` holds what a run resumed from a checkpoint needs to go on as the
+    uninterrupted run: the optimizer (momentum buffers, current learning rates and momentum),
+    the gradient scaler, the accumulation phase with the gradients accumulated since the last
+    optimizer step, the multi-scale random state, and the seeds of a
+    :class:`~yolov7_d2.data.YOLOv7TrainLoader`, which restarts at the next iteration's batch.
     """
 
     def __init__(self, model, data_loader, optimizer, *, accumulation, ema: Optional[ModelEMA],
-                 amp: bool = False, multi_scale: Optional[MultiScale] = None,
-                 max_bad_batches: int = 5):
+                 amp: bool = False, multi_scale: Optional[MultiScale] = None):
         super().__init__(model, data_loader, optimizer)
         self.accumulation, self.ema, self.multi_scale = accumulation, ema, multi_scale
         # AMP: float16 with a gradient scaler on CUDA; bfloat16 (float32's exponent range, no
@@ -96,8 +106,49 @@ class YOLOv7TrainLoop(SimpleTrainer):
         self.amp_dtype = autocast_dtype(amp, self.amp_device)
         self.amp = self.amp_dtype is not None
         self.grad_scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.max_bad_batches, self._bad_batches = max_bad_batches, 0
-        self._last_step = -1
+        self._buffers = BufferSnapshot()  # to undo a bad batch's BatchNorm statistics
+        # The iteration of the last optimizer step, or the one before the first iteration;
+        # None: not known yet in this process (set at the first batch).
+        self._last_step: Optional[int] = None
+
+    def state_dict(self):
+        state = super().state_dict()  # iteration, optimizer
+        state["grad_scaler"] = self.grad_scaler.state_dict()  # {} when disabled
+        state["last_step"] = self._last_step
+        # Empty right after an optimizer step (gradients set to None).
+        state["accumulated_grads"] = {
+            name: p.grad for name, p in unwrap_model(self.model).named_parameters()
+            if p.grad is not None}
+        if self.multi_scale is not None:
+            state["multi_scale_rng"] = self.multi_scale.rng.getstate()
+        if isinstance(self.data_loader, YOLOv7TrainLoader):
+            state["data"] = self.data_loader.state_dict()
+        return state
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        # .get: checkpoints of older versions (LazyConfig training) hold the optimizer only.
+        if state.get("grad_scaler"):  # a scaler saved disabled leaves a new one as it is
+            self.grad_scaler.load_state_dict(state["grad_scaler"])
+        self._last_step = state.get("last_step")
+        params = dict(unwrap_model(self.model).named_parameters())
+        for name, grad in state.get("accumulated_grads", {}).items():
+            params[name].grad = grad.to(params[name].device)
+        if self.multi_scale is not None and "multi_scale_rng" in state:
+            self.multi_scale.rng.setstate(state["multi_scale_rng"])
+        if isinstance(self.data_loader, YOLOv7TrainLoader) and "data" in state:
+            self.data_loader.load_state_dict(state["data"])
+        self.seek_data(self.iter + 1)
+
+    def seek_data(self, iteration: int) -> None:
+        """Make the next batch the one of ``iteration`` (a :class:`YOLOv7TrainLoader`; other
+        loaders restart from their beginning)."""
+        if isinstance(self.data_loader, YOLOv7TrainLoader):
+            self.data_loader.start_iter = iteration
+        else:
+            logger.warning("%s cannot start at iteration %d: the data restart from their "
+                           "beginning", type(self.data_loader).__name__, iteration)
+        self._data_loader_iter = iter(self.data_loader)
 
     def run_step(self):
         assert self.model.training, "[YOLOv7TrainLoop] model was changed to eval mode!"
@@ -106,16 +157,15 @@ class YOLOv7TrainLoop(SimpleTrainer):
         if self.multi_scale is not None:
             data = self.multi_scale(data)
         data_time = time.perf_counter() - start
-        if self._last_step < 0:
+        if self._last_step is None:  # not "< 0": -1 is the start of a run from iteration 0
             self._last_step = self.iter - 1
             self.optimizer.zero_grad(set_to_none=True)
+        self._buffers.save(self.model)
         with torch.autocast(self.amp_device, dtype=self.amp_dtype, enabled=self.amp):
             loss_dict = self.model(data)
         losses = sum(loss_dict.values())
         if not torch.isfinite(losses):
-            self._skip_bad_batch(loss_dict)
-            return
-        self._bad_batches = 0
+            self._stop_on_non_finite_loss(loss_dict, data)
         # The loss is a sum over this process's images and DDP averages the gradients over
         # processes: scaling by the world size makes the step a sum over the whole batch, as
         # official train.py does (loss *= world_size), so BASE_LR means the same whatever the
@@ -123,23 +173,29 @@ class YOLOv7TrainLoop(SimpleTrainer):
         self.grad_scaler.scale(losses * comm.get_world_size()).backward()
         self._write_metrics(loss_dict, data_time)
         if self.iter - self._last_step >= self.accumulation(self.iter):
-            self.grad_scaler.step(self.optimizer)
-            self.grad_scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.ema is not None:
+            stepped = self._optimizer_step()
+            if stepped and self.ema is not None:
                 self.ema.update(self.model)
             self._last_step = self.iter
 
-    def _skip_bad_batch(self, loss_dict):
-        self._bad_batches += 1
-        values = {k: float(v.detach()) for k, v in loss_dict.items()}
-        logger.warning("Iteration %d: non-finite loss %s; batch skipped (%d in a row).",
-                       self.iter, values, self._bad_batches)
-        if self._bad_batches > self.max_bad_batches:
-            raise FloatingPointError(
-                f"Loss was not finite for {self._bad_batches} batches in a row (last: {values}) "
-                f"at iteration {self.iter}; lower SOLVER.BASE_LR or check the data."
-            )
+    def _optimizer_step(self) -> bool:
+        """The (scaled) optimizer step; False if the gradient scaler skipped it: float16
+        gradients overflowed, and GradScaler halved its scale to try again (no fault).
+        Raises ``FloatingPointError`` if the step made any weight non-finite."""
+        scale = self.grad_scaler.get_scale() if self.grad_scaler.is_enabled() else None
+        self.grad_scaler.step(self.optimizer)
+        self.grad_scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if scale is not None and self.grad_scaler.get_scale() < scale:
+            return False  # the scale only ever shrinks on a skipped step
+        check_finite_parameters(self.model, self.iter)
+        return True
+
+    def _stop_on_non_finite_loss(self, loss_dict, data):
+        """Undo the BatchNorm statistics the batch wrote, then raise ``FloatingPointError``
+        naming the loss terms, the iteration and any non-finite input of the batch."""
+        self._buffers.restore()
+        raise non_finite_loss_error(loss_dict, self.iter, data)
 
 
 class YOLOv7Trainer(DefaultTrainer):
@@ -235,8 +291,6 @@ class YOLOv7Trainer(DefaultTrainer):
         cfg = self.cfg
         ret = [hooks.IterationTimer(), hooks.LRScheduler()]
         mapper = getattr(self._trainer.data_loader, "mapper", None)
-        if isinstance(mapper, YOLOv7MosaicMapper):
-            ret.append(CloseMosaicHook(mapper))
         if comm.is_main_process() and cfg.TEST.YOLOV7.ARTIFACTS:
             # labels.png and train_batch.jpg in OUTPUT_DIR/artifacts/train.
             ret.append(TrainingArtifactsHook(
@@ -250,6 +304,9 @@ class YOLOv7Trainer(DefaultTrainer):
             ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
 
         def test_and_save_results():
+            # Every process evaluates its share of the images: with one model, not with the
+            # BatchNorm statistics of its own training images (broadcast_buffers=False).
+            average_batchnorm_buffers(self.model, self.ema.ema if self.ema is not None else None)
             self._last_eval_results = self.test(self.cfg, self.model_for_evaluation())
             return self._last_eval_results
 
@@ -262,6 +319,22 @@ class YOLOv7Trainer(DefaultTrainer):
         if comm.is_main_process():
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=20))
         return ret
+
+    def state_dict(self):
+        # detectron2 0.6's DefaultTrainer saves only the iteration and the hooks' states.
+        state = super().state_dict()
+        state["_trainer"] = self._trainer.state_dict()
+        return state
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        if "_trainer" in state:
+            self._trainer.load_state_dict(state["_trainer"])
+            return
+        logger.warning("The checkpoint holds no optimizer state (an older version wrote it): "
+                       "momentum restarts from zero, and the first step uses the initial "
+                       "learning rates.")
+        self._trainer.seek_data(self.iter + 1)
 
     def resume_or_load(self, resume=True):
         """As ``DefaultTrainer``'s; unless a checkpoint is resumed (with its EMA state), the EMA

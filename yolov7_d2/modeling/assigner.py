@@ -52,14 +52,18 @@ class Assignment(NamedTuple):
 
 def pairwise_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """IoU of every box of ``boxes1`` (N, P, 4) with every box of ``boxes2`` (N, Q, 4), both
-    xyxy, per batch element -> (N, P, Q)."""
-    lt = torch.maximum(boxes1[:, :, None, :2], boxes2[:, None, :, :2])
-    rb = torch.minimum(boxes1[:, :, None, 2:], boxes2[:, None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
+    xyxy, per batch element -> (N, P, Q). Computed in place: not differentiable."""
+    a, b = boxes1[:, :, None], boxes2[:, None]
+    # One axis at a time and in place: at most three (N, P, Q) tensors alive, where x and y
+    # stacked took eight (in dense scenes, P x Q is 256 GT rows x 45 slots per GT).
+    width = torch.minimum(a[..., 2], b[..., 2]).sub_(torch.maximum(a[..., 0], b[..., 0]))
+    height = torch.minimum(a[..., 3], b[..., 3]).sub_(torch.maximum(a[..., 1], b[..., 1]))
+    inter = width.clamp_(min=0).mul_(height.clamp_(min=0))
     area1 = (boxes1[..., 2:] - boxes1[..., :2]).prod(-1)
     area2 = (boxes2[..., 2:] - boxes2[..., :2]).prod(-1)
     # The official box_iou has no guard; this one keeps degenerate (padding) boxes at 0, not NaN.
-    return inter / (area1[:, :, None] + area2[:, None, :] - inter).clamp(min=1e-9)
+    union = (area1[:, :, None] + area2[:, None, :]).sub_(inter).clamp_(min=1e-9)
+    return inter.div_(union)
 
 
 def candidate_cells(
@@ -180,13 +184,16 @@ def _simota(
         rows = slice(start, start + gt_chunk)
         row_ok = gt_mask[:, rows]
         iou = pairwise_iou(gt_boxes[:, rows].float(), cand_boxes)
-        iou = iou.masked_fill(~cand_valid[:, None], 0.0)
+        iou.masked_fill_(~cand_valid[:, None], 0.0)
         k = iou.topk(q, dim=2).values.sum(2).long().clamp(min=1) * row_ok  # trunc like int()
         dynamic_k.append(k)
 
+        # neg_total + own class cost - 3 log(iou + 1e-8), in place (the same floats): at most
+        # three (N, chunk, C) tensors alive, the memory peak of dense scenes.
         cls_index = gt_classes[:, rows, None].expand(-1, -1, c)
-        cost = neg_total[:, None] + own_class.gather(1, cls_index) - 3.0 * torch.log(iou + 1e-8)
-        cost = cost.masked_fill(~(row_ok[:, :, None] & cand_valid[:, None]), float("inf"))
+        cost = own_class.gather(1, cls_index).add_(neg_total[:, None])
+        cost -= (iou + 1e-8).log_().mul_(3.0)
+        cost.masked_fill_(~(row_ok[:, :, None] & cand_valid[:, None]), float("inf"))
 
         take = _cheapest(cost, k, q) & cand_valid[:, None]  # (N, chunk, C)
         claims += take.sum(1)
