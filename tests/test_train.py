@@ -142,8 +142,8 @@ def test_early_stop_after_patience_evaluations_without_improvement(tmp_path):
     """Scripted evaluation results through detectron2's train loop: model_best.pth is saved at
     the best AP, training ends after ``patience`` evaluations that are not better, every
     hook's after_train still runs, and model_final.pth is written at the stop."""
-    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.engine import HookBase, TrainerBase, hooks
+    from yolov7_d2.checkpoint import YOLOv7Checkpointer
     from yolov7_d2.engine import EarlyStop, best_model_hooks
 
     class Loop(TrainerBase):
@@ -155,7 +155,7 @@ def test_early_stop_after_patience_evaluations_without_improvement(tmp_path):
             ended.append(self.trainer.iter)
 
     aps, ended = iter([10.0, 30.0, 20.0, 30.0, 50.0]), []
-    checkpointer = DetectionCheckpointer(torch.nn.Linear(1, 1), str(tmp_path))
+    checkpointer = YOLOv7Checkpointer(torch.nn.Linear(1, 1), str(tmp_path))
     loop = Loop()
     loop.register_hooks([hooks.EvalHook(1, lambda: {"bbox": {"AP": next(aps)}}),
                          *best_model_hooks(1, checkpointer, "bbox/AP", patience=2), AfterTrain()])
@@ -177,3 +177,20 @@ def test_early_stop_after_patience_evaluations_without_improvement(tmp_path):
     assert handler.messages() == [
         "Early stopping at iteration 3: bbox/AP has not improved for 2 evaluations (best "
         "30.0000 at iteration 1; TEST.YOLOV7.EARLY_STOP_PATIENCE 2)."]
+
+    # --resume: the best value and the evaluations since come back with the trainer state, so
+    # a worse evaluation neither overwrites model_best.pth nor restarts the patience count.
+    state = loop.state_dict()
+    assert state["hooks"] == {"_BestCheckpointer": {"best_metric": 30.0, "best_iter": 1},
+                              "EarlyStopHook": {"best": 30.0, "best_iter": 1, "bad_evals": 2}}
+    aps, ended = iter([25.0]), []
+    resumed = Loop()
+    resumed.register_hooks([hooks.EvalHook(1, lambda: {"bbox": {"AP": next(aps)}}),
+                            *best_model_hooks(1, checkpointer, "bbox/AP", patience=3),
+                            AfterTrain()])
+    resumed.load_state_dict(state)
+    with pytest.raises(EarlyStop):
+        resumed.train(4, 10)
+    assert ended == [4]  # a third evaluation without improvement
+    best = torch.load(tmp_path / "model_best.pth", map_location="cpu", weights_only=False)
+    assert best["iteration"] == 1

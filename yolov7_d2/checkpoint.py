@@ -74,9 +74,10 @@ class YOLOv7Checkpointer(DetectionCheckpointer):
             raise CheckpointError(f"Checkpoint {path!r} does not exist (MODEL.WEIGHTS).")
         return super().load(path, *args, **kwargs)
 
-    def save(self, name: str, **kwargs) -> None:
+    def save(self, name: str, *, tag_last: bool = True, **kwargs) -> None:
         """As detectron2's: the model's and checkpointables' states and ``kwargs`` to
-        ``save_dir/<name>.pth``, then named in ``last_checkpoint``; but atomically."""
+        ``save_dir/<name>.pth``, then named in ``last_checkpoint`` (unless ``tag_last`` is
+        False: a file that is not the latest training state, e.g. model_best); atomically."""
         if not self.save_dir or not self.save_to_disk:
             return
         if self.class_names:
@@ -90,7 +91,8 @@ class YOLOv7Checkpointer(DetectionCheckpointer):
             self.logger.warning("Removed %s, left by a run killed while saving", tmp)
         self.logger.info("Saving checkpoint to %s", path)
         atomic_torch_save(data, path)
-        self.tag_last_checkpoint(os.path.basename(path))
+        if tag_last:
+            self.tag_last_checkpoint(os.path.basename(path))
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         atomic_write(os.path.join(self.save_dir, "last_checkpoint"),

@@ -1,7 +1,6 @@
 """The best model kept (``model_best.pth``) and early stopping, after each evaluation."""
 import logging
 import math
-import os
 from typing import List, Optional
 
 from detectron2.engine import hooks
@@ -35,6 +34,14 @@ class EarlyStopHook(HookBase):
         self.best: Optional[float] = None
         self.best_iter, self.bad_evals = -1, 0
 
+    def state_dict(self):
+        """The best value so far and the evaluations since: kept across ``--resume``."""
+        return {"best": self.best, "best_iter": self.best_iter, "bad_evals": self.bad_evals}
+
+    def load_state_dict(self, state):
+        self.best, self.best_iter, self.bad_evals = (
+            state["best"], state["best_iter"], state["bad_evals"])
+
     def _update(self) -> bool:
         """Takes the evaluation just made into account; True when training should stop."""
         latest = self.trainer.storage.latest().get(self.metric)
@@ -64,35 +71,41 @@ class EarlyStopHook(HookBase):
         raise EarlyStop(f"no {self.metric} improvement in {self.patience} evaluations")
 
 
-class _KeepLastCheckpoint:
-    """Saves with ``checkpointer`` but leaves its ``last_checkpoint`` tag, the file that
-    ``--resume`` loads, as it was: model_best.pth is not the latest state of training (a
-    detectron2 Checkpointer tags every file it saves)."""
+class _UntaggedSaves:
+    """``checkpointer`` whose saves leave ``last_checkpoint``, the file that ``--resume``
+    loads, as it was: model_best.pth is not the latest state of training."""
 
     def __init__(self, checkpointer):
         self.checkpointer = checkpointer
 
     def save(self, name: str, **kwargs) -> None:
-        checkpointer = self.checkpointer
-        last = checkpointer.get_checkpoint_file() if checkpointer.has_checkpoint() else ""
-        checkpointer.save(name, **kwargs)
-        if last:
-            checkpointer.tag_last_checkpoint(os.path.basename(last))
-        elif checkpointer.has_checkpoint():
-            checkpointer.path_manager.rm(os.path.join(checkpointer.save_dir, "last_checkpoint"))
+        self.checkpointer.save(name, tag_last=False, **kwargs)
+
+
+class _BestCheckpointer(hooks.BestCheckpointer):
+    """detectron2's ``BestCheckpointer`` whose best value is saved in the checkpoints, so
+    that after ``--resume`` a worse evaluation does not overwrite model_best.pth."""
+
+    def state_dict(self):
+        return {"best_metric": self.best_metric, "best_iter": self.best_iter}
+
+    def load_state_dict(self, state):
+        self.best_metric, self.best_iter = state["best_metric"], state["best_iter"]
 
 
 def best_model_hooks(eval_period: int, checkpointer, metric: str,
                      patience: int = 0) -> List[HookBase]:
     """Hooks to place right after the ``EvalHook``: detectron2's ``BestCheckpointer`` saving
     ``model_best.pth`` whenever ``metric`` (e.g. "bbox/AP") is the highest so far (main
-    process), and :class:`EarlyStopHook` when ``patience`` > 0. None when ``metric`` is ""."""
+    process), and :class:`EarlyStopHook` when ``patience`` > 0. None when ``metric`` is "".
+    ``checkpointer``: a :class:`~yolov7_d2.checkpoint.YOLOv7Checkpointer`. Both hooks keep
+    their best value in the checkpoints' trainer state."""
     if not metric:
         return []
     ret: List[HookBase] = []
     if comm.is_main_process():
-        ret.append(hooks.BestCheckpointer(eval_period, _KeepLastCheckpoint(checkpointer),
-                                          metric, mode="max", file_prefix="model_best"))
+        ret.append(_BestCheckpointer(eval_period, _UntaggedSaves(checkpointer), metric,
+                                     mode="max", file_prefix="model_best"))
     if patience > 0:
         ret.append(EarlyStopHook(eval_period, metric, patience, checkpointer))
     return ret
