@@ -81,7 +81,7 @@ def test_lazyconfig_builds_the_model_and_recipe_of_its_yaml(leaf):
     assert mapper.dataset_dicts.filter_empty == ycfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
     assert [cfg.dataloader.test.dataset.names] == list(ycfg.DATASETS.TEST)
     (resize,) = cfg.dataloader.test.mapper.augmentations
-    assert resize.short_edge_length == resize.max_size == ycfg.INPUT.YOLOV7.IMAGE_SIZE
+    assert resize.size == ycfg.INPUT.YOLOV7.IMAGE_SIZE
     assert cfg.dataloader.test.mapper.image_format == ycfg.INPUT.FORMAT
     assert cfg.dataloader.evaluator.backend == ycfg.TEST.YOLOV7.EVAL_BACKEND
     assert cfg.dataloader.train.total_batch_size == ycfg.SOLVER.IMS_PER_BATCH
@@ -121,7 +121,7 @@ def test_overrides_keep_the_lazyconfig_consistent():
          "INPUT.YOLOV7.IMAGE_SIZE", "320"],
     )
     assert_same_model(instantiate(cfg.model), build_model(ycfg))
-    assert cfg.dataloader.test.mapper.augmentations[0].short_edge_length == 320
+    assert cfg.dataloader.test.mapper.augmentations[0].size == 320
 
 
 def load_tool():

@@ -8,9 +8,9 @@ draws from (``yolov7_train_loader``). Both datasets are validated when instantia
 output directory; unreadable images and bad boxes left out with warnings).
 """
 from detectron2.config import LazyCall as L
-from detectron2.data import transforms as T
 from omegaconf import OmegaConf
 from yolov7_d2.data import YOLOv7MosaicMapper, YOLOv7TestMapper, build_yolov7_test_loader
+from yolov7_d2.data.mapper import ResizeLongSide
 from yolov7_d2.data.validate import load_dataset_dicts
 from yolov7_d2.evaluation import YOLOv7COCOEvaluator
 from yolov7_d2.lazy import yolov7_train_loader
@@ -72,10 +72,7 @@ dataloader.test = L(build_yolov7_test_loader)(
     mapper=L(YOLOv7TestMapper)(
         is_train=False,
         augmentations=[
-            L(T.ResizeShortestEdge)(
-                short_edge_length="${dataloader.train.mapper.image_size}",
-                max_size="${dataloader.train.mapper.image_size}",
-            ),
+            L(ResizeLongSide)(size="${dataloader.train.mapper.image_size}"),
         ],
         image_format="${dataloader.train.mapper.image_format}",
     ),

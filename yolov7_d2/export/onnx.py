@@ -285,6 +285,8 @@ def letterbox(image: np.ndarray, height: int, width: int) -> Tuple[np.ndarray, T
     else:
         scale = min(height / h, width / w)
         new_h, new_w = min(height, int(h * scale + 0.5)), min(width, int(w * scale + 0.5))
+    # At least 1 px: an image over 2 x size times longer than wide would round to 0.
+    new_h, new_w = max(new_h, 1), max(new_w, 1)
     resized = T.ResizeTransform(h, w, new_h, new_w).apply_image(image)
     canvas = np.full((3, height, width), PAD_VALUE, dtype=np.float32)
     canvas[:, :new_h, :new_w] = resized.transpose(2, 0, 1)
