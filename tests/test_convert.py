@@ -112,6 +112,17 @@ def test_wrong_scale_and_missing_aux_head_fail_loudly(tmp_path):
         official_to_yolov7(read_official_checkpoint(str(path)), _our_model("yolov7"))
 
 
+def test_checkpointer_names_the_scale_of_an_official_checkpoint(tmp_path):
+    """An official .pt of another scale as MODEL.WEIGHTS: both scales named, not a tensor
+    listing; the model's own scale still loads."""
+    path = tmp_path / "official.pt"
+    _save_official(_official_model("yolov7-tiny"), path)
+    with pytest.raises(CheckpointError, match=r"is a yolov7-tiny checkpoint, the config builds "
+                                              r"yolov7 \(MODEL.YOLOV7.ARCH\)"):
+        YOLOv7Checkpointer(_our_model("yolov7")).load(str(path))
+    YOLOv7Checkpointer(_our_model("yolov7-tiny")).load(str(path))
+
+
 def test_not_a_yolov7_checkpoint(tmp_path):
     path = tmp_path / "other.pt"
     torch.save({"model": torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3)).state_dict()}, path)

@@ -16,7 +16,7 @@ from .convert import (
     load_official_checkpoint,
     official_to_yolov7,
 )
-from .config_checks import check_checkpoint_scale
+from .config_checks import check_checkpoint_scale, check_official_checkpoint_scale
 from .finetune import adapt_class_rows, bottom_up_state
 from .numerics import check_finite_checkpoint
 from .utils.io import atomic_write, remove_temporaries
@@ -141,6 +141,7 @@ class YOLOv7Checkpointer(DetectionCheckpointer):
         state = loaded["model"]
         own = model.state_dict()
         if is_official_state(state):
+            check_official_checkpoint_scale(filename, state, own)  # another scale: named
             state = official_to_yolov7(state, model, filename, any_num_classes=self.finetune)
         elif loaded.pop("matching_heuristics", False) or not any(k in own for k in state):
             # Weights of the bottom-up network alone: mapped explicitly instead of by

@@ -362,17 +362,51 @@ def _kernel_names(state: Mapping[str, torch.Tensor], prefix: str = "") -> Tuple[
 
 
 @functools.lru_cache(maxsize=1)
-def _scales_by_kernel_names() -> Dict[Tuple[str, ...], str]:
-    """Kernel names of each official scale's ELAN backbone -> its name; the backbones are
-    built on the meta device (no memory, no initialization: about 0.1 s in all)."""
+def _backbone_states() -> Dict[str, Dict[str, torch.Tensor]]:
+    """State dict of each official scale's ELAN backbone, built on the meta device (no memory,
+    no initialization: about 0.1 s in all)."""
     from .modeling.backbone.elan import ELANBackbone
 
-    scales = {}
+    states = {}
     for name, arch in ARCHS.items():
         with torch.device("meta"):
-            backbone = ELANBackbone(arch, in_channels=3)
-        scales[_kernel_names(backbone.state_dict())] = name
-    return scales
+            states[name] = ELANBackbone(arch, in_channels=3).state_dict()
+    return states
+
+
+def _scales_by_kernel_names() -> Dict[Tuple[str, ...], str]:
+    """Kernel names of each official scale's ELAN backbone -> its name."""
+    return {_kernel_names(state): name for name, state in _backbone_states().items()}
+
+
+def _other_scale_error(filename: str, checkpoint_scale: str, model_scale: Optional[str]):
+    from .checkpoint import CheckpointError
+
+    built = (f"builds {model_scale} (MODEL.YOLOV7.ARCH)" if model_scale else
+             "builds another bottom-up network (MODEL.YOLOV7.BOTTOM_UP)")
+    use = f" or {model_scale} weights" if model_scale else ""
+    return CheckpointError(
+        f"MODEL.WEIGHTS {filename!r} is a {checkpoint_scale} checkpoint, the config {built}. "
+        f"Use a {checkpoint_scale} config (configs/coco/{checkpoint_scale}.yaml){use}.")
+
+
+def check_official_checkpoint_scale(filename: str, official: Mapping[str, torch.Tensor],
+                                    own: Mapping[str, torch.Tensor]) -> None:
+    """:class:`~yolov7_d2.checkpoint.CheckpointError` naming both scales when the official
+    state dict ``official`` ("model.<i>.<name>", layers in order) opens with the backbone
+    convolutions of another official scale, at the official widths, than the model's state
+    dict ``own``. Official layers start with the backbone, in the order of ours."""
+    def opens_with_backbone(scale: str) -> bool:
+        shapes = [tuple(v.shape) for v in _backbone_states()[scale].values() if v.dim() == 4]
+        return kernels[:len(shapes)] == shapes
+
+    kernels = [tuple(v.shape) for v in official.values() if v.dim() == 4]
+    model_scale = _scales_by_kernel_names().get(_kernel_names(own, _BOTTOM_UP))
+    if model_scale is not None and opens_with_backbone(model_scale):
+        return
+    checkpoint_scale = next((name for name in ARCHS if opens_with_backbone(name)), None)
+    if checkpoint_scale is not None:
+        raise _other_scale_error(filename, checkpoint_scale, model_scale)
 
 
 def check_checkpoint_scale(filename: str, state: Mapping[str, torch.Tensor],
@@ -400,10 +434,4 @@ def check_checkpoint_scale(filename: str, state: Mapping[str, torch.Tensor],
     checkpoint_scale = scales.get(theirs)
     if checkpoint_scale is None:  # not a whole ELAN backbone: the shape check reports it
         return
-    model_scale = scales.get(mine)
-    built = (f"builds {model_scale} (MODEL.YOLOV7.ARCH)" if model_scale else
-             "builds another bottom-up network (MODEL.YOLOV7.BOTTOM_UP)")
-    use = f" or {model_scale} weights" if model_scale else ""
-    raise CheckpointError(
-        f"MODEL.WEIGHTS {filename!r} is a {checkpoint_scale} checkpoint, the config {built}. "
-        f"Use a {checkpoint_scale} config (configs/coco/{checkpoint_scale}.yaml){use}.")
+    raise _other_scale_error(filename, checkpoint_scale, scales.get(mine))
