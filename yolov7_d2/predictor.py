@@ -15,6 +15,7 @@ from detectron2.modeling import build_model
 
 from .checkpoint import YOLOv7Checkpointer
 from .data.image_io import read_image
+from .data.mapper import at_least_one_pixel
 from .export.deploy import checkpoint_is_reparameterized
 
 __all__ = ["YOLOv7Predictor", "class_names_metadata", "as_bgr_image"]
@@ -125,11 +126,7 @@ class YOLOv7Predictor:
     def resize(self, image: np.ndarray) -> np.ndarray:
         """``self.aug`` applied to ``image``, keeping at least one pixel on each side (it
         would make a 10000 x 10 image 640 x 0)."""
-        transform = self.aug.get_transform(image)
-        if isinstance(transform, T.ResizeTransform) and min(transform.new_h, transform.new_w) < 1:
-            transform = T.ResizeTransform(transform.h, transform.w, max(transform.new_h, 1),
-                                          max(transform.new_w, 1), transform.interp)
-        return transform.apply_image(image)
+        return at_least_one_pixel(self.aug.get_transform(image)).apply_image(image)
 
     def preprocess(self, original_image: Union[np.ndarray, str, os.PathLike]) -> Dict:
         """The model input dict of one BGR image (see :func:`as_bgr_image`) or image file."""

@@ -549,7 +549,17 @@ class ResizeLongSide(T.ResizeShortestEdge):
     def get_transform(self, image: np.ndarray) -> T.Transform:
         h, w = image.shape[:2]
         new_h, new_w = self.get_output_shape(h, w, self.size, self.size)
-        return T.ResizeTransform(h, w, max(new_h, 1), max(new_w, 1), self.interp)
+        return at_least_one_pixel(T.ResizeTransform(h, w, new_h, new_w, self.interp))
+
+
+def at_least_one_pixel(transform: T.Transform) -> T.Transform:
+    """``transform`` with a resize to 0 px on a side made a resize to 1 px: detectron2's
+    ``ResizeShortestEdge`` rounds the short side of a very long image (over 2 x the size
+    times longer than wide) to 0, which can be neither resized nor mapped back."""
+    if isinstance(transform, T.ResizeTransform) and min(transform.new_h, transform.new_w) < 1:
+        return T.ResizeTransform(transform.h, transform.w, max(transform.new_h, 1),
+                                 max(transform.new_w, 1), transform.interp)
+    return transform
 
 
 def build_yolov7_test_mapper(cfg) -> YOLOv7TestMapper:
