@@ -351,14 +351,15 @@ def run_on_video(predictor, video: str, capture, out_path: Optional[str]) -> Non
 
 
 def onnx_predictor(path: str, cfg):
-    """A yolov7_d2.export.onnx.ONNXPredictor (same interface as YOLOv7Predictor); DemoError
-    when onnxruntime is missing or the file cannot be used."""
+    """A yolov7_d2.export.onnx_predictor.ONNXPredictor (same interface as YOLOv7Predictor);
+    DemoError when onnxruntime is missing or the file cannot be used."""
     try:
-        from yolov7_d2.export.onnx import ONNXExportError, ONNXPredictor
+        from yolov7_d2.export.onnx import ONNXExportError
+        from yolov7_d2.export.onnx_predictor import ONNXPredictor
         import onnxruntime  # noqa: F401
     except ImportError as e:
-        raise DemoError(f"--onnx needs onnx and onnxruntime ({e}); install them with "
-                        "pip install onnx onnxruntime") from e
+        raise DemoError(f"--onnx needs onnx and onnxruntime ({e}); install them with the "
+                        "'onnx' extra: pip install -e '.[onnx]'") from e
     try:
         return ONNXPredictor(path, cfg)
     except ONNXExportError as e:

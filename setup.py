@@ -16,10 +16,7 @@ from setuptools import find_packages, setup
 install_requires = [
     "fvcore",
     "pycocotools",
-    # TEST.YOLOV7.EVAL_BACKEND "faster_coco_eval": pycocotools' numbers, several times faster.
-    "faster-coco-eval>=1.8",
     "opencv-python-headless",
-    "timm",
     "numpy",
     "pyyaml",
     "tqdm",
@@ -31,7 +28,20 @@ install_requires = [
     "setuptools<81",
 ]
 
+# Optional features, each an extra (`pip install -e .[NAME]` in a checkout); where a missing
+# one is imported, the error names its extra (yolov7_d2/utils/optional.py).
+optional = {
+    # research backbones: MODEL.YOLOV7.BOTTOM_UP "build_timm_backbone" (configs/research/)
+    "research": ["timm"],
+    # TEST.YOLOV7.EVAL_BACKEND "faster_coco_eval": pycocotools' numbers, several times faster
+    "fast-eval": ["faster-coco-eval>=1.8"],
+    # ONNX export and onnxruntime inference (tested with onnx 1.23.2, onnxruntime 1.31.1)
+    "onnx": ["onnx", "onnxruntime"],
+}
+
 extras_require = {
+    **optional,
+    # everything the tests use (install.sh installs it): every optional feature is tested
     "test": [
         "pytest",
         # property tests of the box transforms and the mapper (tests/test_properties.py)
@@ -43,12 +53,8 @@ extras_require = {
         # own requirements pin numpy<1.24.
         "requests",
         "scipy",
-        # ONNX export tests (tools/export_onnx.py, demo.py --onnx)
-        "onnx",
-        "onnxruntime",
+        *(package for packages in optional.values() for package in packages),
     ],
-    # ONNX export and onnxruntime inference (tested with onnx 1.23.2, onnxruntime 1.31.1)
-    "export": ["onnx", "onnxruntime"],
 }
 
 setup(

@@ -28,7 +28,6 @@ from detectron2.utils.file_io import PathManager
 from yolov7_d2.checkpoint import CheckpointError, YOLOv7Checkpointer
 from yolov7_d2.config import keys_set_by, load_config
 from yolov7_d2.config_checks import ConfigError, check_config, check_schedule
-from yolov7_d2.data.datasets.cli import add_dataset_arguments, apply_dataset_arguments
 from yolov7_d2.data.validate import DatasetConfigError
 from yolov7_d2.engine import (
     YOLOv7Trainer,
@@ -36,6 +35,7 @@ from yolov7_d2.engine import (
     resolve_epoch_schedule,
     setup_yolov7_run,
 )
+from yolov7_d2.engine.dataset_options import add_dataset_arguments, apply_dataset_arguments
 
 logger = logging.getLogger("yolov7_d2")
 

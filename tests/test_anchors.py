@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from detectron2.structures import BoxMode
 
+from yolov7_d2.engine.hooks import AnchorCheckHook
 from yolov7_d2 import anchors as A
 from yolov7_d2.config import load_config
 from log_records import Records
@@ -122,7 +123,7 @@ def test_anchor_check_at_training_start_warns_on_absurd_anchors(tmp_path):
         "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0", "MODEL.YOLOV7.ANCHORS", huge,
         "MODEL.YOLOV7.AUTOANCHOR", "False", "OUTPUT_DIR", str(tmp_path)])
     trainer = YOLOv7Trainer(cfg)
-    (hook,) = [h for h in trainer._hooks if isinstance(h, A.AnchorCheckHook)]
+    (hook,) = [h for h in trainer._hooks if isinstance(h, AnchorCheckHook)]
     handler = Records()
     logger = logging.getLogger("yolov7_d2.anchors")
     logger.addHandler(handler)
@@ -145,7 +146,7 @@ def test_anchor_check_at_training_start_warns_on_absurd_anchors(tmp_path):
     assert hook.result["bpr"] > 0.95
     cfg.defrost()
     cfg.MODEL.YOLOV7.ANCHOR_CHECK_MIN_BPR = 0.0
-    assert not [h for h in YOLOv7Trainer(cfg)._hooks if isinstance(h, A.AnchorCheckHook)]
+    assert not [h for h in YOLOv7Trainer(cfg)._hooks if isinstance(h, AnchorCheckHook)]
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # numpy 2 vs the oracle's torch use
@@ -236,7 +237,7 @@ def bars_trainer(tmp_path, *opts):
         "2", "DATALOADER.NUM_WORKERS", "0", "TEST.YOLOV7.ARTIFACTS", "False", "SEED", "0",
         "OUTPUT_DIR", str(tmp_path / "out"), *opts])
     trainer = YOLOv7Trainer(train_net.setup(args))
-    (hook,) = [h for h in trainer._hooks if isinstance(h, A.AnchorCheckHook)]
+    (hook,) = [h for h in trainer._hooks if isinstance(h, AnchorCheckHook)]
     return trainer, hook
 
 

@@ -1,5 +1,5 @@
 """Run artefacts: results.csv, curves, confusion matrix, drawn images, training-start files,
-tools/visualize_data.py."""
+tools/visualize_data.py. The metrics behind them: tests/test_metrics.py."""
 import contextlib
 import csv
 import io
@@ -9,22 +9,19 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Boxes, BoxMode, Instances
 from detectron2.utils.events import EventStorage
+from scripts import load_script
+
 from yolov7_d2.config import load_config
 from yolov7_d2.evaluation import YOLOv7COCOEvaluator
-from scripts import load_script
 from yolov7_d2.evaluation.artifacts import (
-    TrainingArtifactsHook,
     YOLOv7ArtifactsEvaluator,
     YOLOv7Evaluators,
     append_results_row,
-    confusion_matrix,
-    match_boxes,
-    precision_recall_curves,
 )
+from yolov7_d2.engine.hooks import TrainingArtifactsHook
 
 ROOT = Path(__file__).resolve().parents[1]
 TREES = str(ROOT / "configs/deepforest/yolov7-tiny-trees.yaml")
@@ -35,63 +32,6 @@ def assert_image(path, min_side=100):
     image = cv2.imread(str(path))
     assert image is not None, path
     assert min(image.shape[:2]) >= min_side and image.std() > 1.0, path  # not blank
-
-
-def test_confusion_matrix_hand_made_case():
-    # class 0 / 1; GT: a (0), b (0), c (1); detections: on a as 0 (correct), on b as 1
-    # (misclassified), nothing on c (missed), one class-0 box on empty ground (false positive),
-    # and one low-score box on c (below the 0.25 confidence: ignored).
-    gt = np.array([[0, 0, 10, 10], [20, 20, 40, 40], [50, 50, 60, 70]], float)
-    gt_cls = np.array([0, 0, 1])
-    det = np.array([[0, 0, 10, 11], [21, 20, 40, 40], [80, 80, 95, 95], [50, 50, 60, 70]], float)
-    det_cls = np.array([0, 1, 0, 1])
-    scores = np.array([0.9, 0.8, 0.7, 0.1])
-    m = confusion_matrix(gt, gt_cls, det, det_cls, scores, num_classes=2)
-    expected = np.array([[1, 0, 1],   # predicted 0: true 0, -, background (false positive)
-                         [1, 0, 0],   # predicted 1: true 0 (misclassified)
-                         [0, 1, 0]])  # background: true 1 missed
-    np.testing.assert_array_equal(m, expected)
-    # accumulation over images
-    confusion_matrix(gt, gt_cls, det, det_cls, scores, num_classes=2, matrix=m)
-    np.testing.assert_array_equal(m, 2 * expected)
-
-
-def test_matching_is_one_to_one():
-    gt = np.array([[0, 0, 10, 10], [0, 0, 10, 12]], float)
-    det = np.array([[0, 0, 10, 12], [0, 0, 10, 10.5]], float)
-    gi, di = match_boxes(gt, [0, 0], det, [0, 0], 0.5)
-    assert sorted(zip(gi.tolist(), di.tolist())) == [(0, 1), (1, 0)]
-    gi, _ = match_boxes(gt, [0, 0], det, [1, 1], 0.5)  # class mismatch
-    assert len(gi) == 0
-    # one ground truth, a high-score detection with IoU 0.6 and a low-score one with IoU 0.9:
-    # by score (COCOeval, the curves) the first wins, by IoU (confusion matrix) the second
-    gt = np.array([[0, 0, 10, 10]], float)
-    det = np.array([[0, 0, 10, 6], [0, 0, 10, 9]], float)
-    assert match_boxes(gt, [0], det, [0, 0], 0.5, scores=[0.9, 0.2])[1].tolist() == [0]
-    assert match_boxes(gt, [0], det, [0, 0], 0.5)[1].tolist() == [1]
-    assert match_boxes(np.zeros((0, 4)), [], det, [0, 0], 0.5, scores=[0.9, 0.2])[1].size == 0
-
-
-def test_pr_curves_perfect_and_imperfect():
-    # perfect: every detection a true positive, all ground truth found
-    c = precision_recall_curves(tp=[1, 1, 1, 1], conf=[0.9, 0.8, 0.7, 0.6],
-                                pred_classes=[0, 0, 1, 1], num_gt=[2, 2, 0])
-    x = c["x"]
-    high, low = np.searchsorted(x, 0.95), np.searchsorted(x, 0.5)
-    assert np.all(c["precision"][:2] == 1.0)  # at every threshold
-    assert np.all(c["recall"][:2, high] == 0) and np.all(c["recall"][:2, low] == 1)
-    np.testing.assert_allclose(c["ap"][:2], 1.0)
-    assert np.isnan(c["ap"][2]) and not c["valid"][2]  # a class without ground truth
-    np.testing.assert_allclose(c["pr"][:2, :-1], 1.0)
-    # imperfect: TP 0.9, FP 0.8, TP 0.7 out of 3 GT: precision 1, 1/2, 2/3; recall 1/3, 1/3, 2/3
-    c = precision_recall_curves(tp=[1, 0, 1], conf=[0.9, 0.8, 0.7], pred_classes=[0, 0, 0],
-                                num_gt=[3])
-    assert c["precision"][0, np.searchsorted(x, 0.95)] == 1.0
-    assert c["recall"][0, np.searchsorted(x, 0.5)] == pytest.approx(2 / 3)
-    assert c["precision"][0, np.searchsorted(x, 0.5)] == pytest.approx(2 / 3)
-    # 101-point AP: recall 0..1/3 -> 1 (34 points), 1/3..2/3 -> 2/3 (33 points), rest 0
-    assert c["ap"][0] == pytest.approx((34 * 1 + 33 * 2 / 3) / 101)
-    assert c["f1"].max() == pytest.approx(2 / 3)
 
 
 def test_append_results_row_extends_header(tmp_path):
@@ -131,7 +71,8 @@ def image_dataset(tmp_path):
 def predictions(dicts, shift=0.0):
     """Right boxes (score 0.9) plus one low-score false positive per image."""
     for d in dicts:
-        gt = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in d["annotations"]]
+        gt = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
+              for a in d["annotations"]]
         boxes = torch.tensor(gt + [[100.0, 0.0, 150.0, 20.0]]) + shift
         inst = Instances((d["height"], d["width"]))
         inst.pred_boxes = Boxes(boxes)
@@ -173,7 +114,8 @@ def test_artifacts_evaluator_writes_csv_and_pngs(tmp_path, image_dataset):
 
     folder = out / "artifacts" / name / "iter_0000100"
     assert artifacts.last_dir == str(folder)
-    for png in ("PR_curve.png", "F1_curve.png", "P_curve.png", "R_curve.png", "confusion_matrix.png"):
+    for png in ("PR_curve.png", "F1_curve.png", "P_curve.png", "R_curve.png",
+                "confusion_matrix.png"):
         assert_image(folder / png, min_side=300)
     for k in range(2):
         assert_image(folder / f"val_{k}.jpg")
@@ -217,7 +159,7 @@ def test_training_start_hook_on_deepforest(trees_cfg):
     trainer = YOLOv7Trainer(trees_cfg)
     hooks = [h for h in trainer._hooks if isinstance(h, TrainingArtifactsHook)]
     assert len(hooks) == 1
-    mapper = trainer._trainer.data_loader.mapper
+    mapper = trainer.mapper
     calls = mapper._calls
     hooks[0].before_train()
     assert mapper._calls == calls  # the training data stream is untouched

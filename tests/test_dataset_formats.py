@@ -12,6 +12,7 @@ from photos import write_photos
 from yolov7_d2.config import load_config
 from yolov7_d2.data import YOLOv7MosaicMapper, register_voc_dataset, register_yolo_dataset
 from yolov7_d2.data.datasets import voc_format, yolo_format
+from yolov7_d2.engine.dataset_options import apply_dataset_arguments
 from log_records import Records
 from scripts import load_script
 
@@ -23,7 +24,8 @@ SIZES = {"astronaut": (512, 512), "coffee": (600, 400), "chelsea": (451, 300)}
 @pytest.fixture
 def logs():
     handler = Records()
-    names = ["yolov7_d2.data.datasets.yolo_format", "yolov7_d2.data.datasets.voc_format"]
+    names = ["yolov7_d2.data.datasets.yolo_format", "yolov7_d2.data.datasets.voc_format",
+             "yolov7_d2.data.datasets.bad_labels"]
     saved = []
     for name in names:
         lg = logging.getLogger(name)
@@ -322,7 +324,7 @@ def test_cli_voc_root_and_on_bad_label(train_net, tmp_path):
     cfg = load_config(config, ["DATASETS.YOLOV7.ON_BAD_LABEL", "ignore"])
     args = train_net.parse_args(["--config-file", config, "--voc-root", str(root)])
     with pytest.raises(ValueError, match="ON_BAD_LABEL"):
-        yolo_format.apply_dataset_arguments(cfg, args)
+        apply_dataset_arguments(cfg, args)
 
 
 def write_coco(path: Path, images, categories=((1, "person"), (3, "cup"))):

@@ -1,5 +1,6 @@
-"""Dataset helpers: DeepForest tiling (synthetic fixture + the real wheel from PyPI) and the
-Debian labelme-examples COCO export (real, via apt)."""
+"""Bundled datasets: DeepForest tiling (synthetic fixture + the real wheel from PyPI) and the
+Debian labelme-examples COCO export (real, via apt), prepared by tools/prepare_datasets.py
+(the downloads) when first loaded."""
 import json
 import shutil
 import subprocess
@@ -16,11 +17,14 @@ from PIL import Image
 
 from yolov7_d2.config import load_config
 from yolov7_d2.data import YOLOv7MosaicMapper, datasets_root
+from scripts import load_script
+from yolov7_d2.data.datasets import ENV_VAR
 from yolov7_d2.data.datasets import deepforest as df
 from yolov7_d2.data.datasets import labelme as lm
-from yolov7_d2.data.datasets.common import ENV_VAR
+from yolov7_d2.data.datasets import prepared
 
 REPO = Path(__file__).resolve().parents[1]
+prep = load_script("tools/prepare_datasets.py")
 
 
 def test_datasets_root_follows_the_environment(monkeypatch, tmp_path):
@@ -87,7 +91,8 @@ def test_build_tiles_from_a_synthetic_wheel(tmp_path):
 
 
 def test_deepforest_real_wheel(tmp_path):
-    """Downloads the 20 MB deepforest wheel from PyPI (about 1 s), tiles it (about 2 s)."""
+    """Loading runs tools/prepare_datasets.py, which downloads the 20 MB deepforest wheel
+    from PyPI (about 1 s) and tiles it (about 2 s)."""
     root = tmp_path / "deepforest"
     names = df.register_deepforest(root)
     try:
@@ -110,7 +115,7 @@ def test_deepforest_real_wheel(tmp_path):
         wheel = next((root / "_download").glob("*.whl"))
         stamp = wheel.stat().st_mtime_ns, (root / "manifest.json").stat().st_mtime_ns
         t0 = time.perf_counter()
-        info = df.prepare_deepforest(root)
+        info = prep.prepare_deepforest(root)
         assert time.perf_counter() - t0 < 2.0
         assert stamp == (wheel.stat().st_mtime_ns, (root / "manifest.json").stat().st_mtime_ns)
         assert info["counts"]["val"] == {"images": 10, "boxes": 231}
@@ -118,7 +123,7 @@ def test_deepforest_real_wheel(tmp_path):
         # a damaged tile is noticed and the dataset prepared again
         tile = root / train[0]["file_name"]
         tile.write_bytes(b"broken")
-        df.prepare_deepforest(root)
+        prep.prepare_deepforest(root)
         assert Image.open(tile).size == (416, 416)
 
         # the train mapper on the real tiles; seeded: an unlucky official-strength sample
@@ -189,9 +194,23 @@ def test_labelme_examples_real_package(tmp_path):
 
 
 def test_labelme_without_apt_says_how_to_get_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(lm.shutil, "which", lambda _: None)
+    monkeypatch.setattr(prep.shutil, "which", lambda _: None)
     with pytest.raises(RuntimeError, match="apt-get download labelme-examples"):
-        lm.prepare_labelme_examples(tmp_path / "labelme")
+        prep.prepare_labelme_examples(tmp_path / "labelme")
+
+
+def test_loading_without_a_checkout_says_the_command(tmp_path, monkeypatch):
+    """An install without tools/ cannot prepare: loading names the command to run."""
+    monkeypatch.setattr(prepared, "_checkout", lambda: None)
+    (name,) = lm.register_labelme_examples(tmp_path / "labelme")
+    try:
+        with pytest.raises(FileNotFoundError, match="python tools/prepare_datasets.py --only "
+                                                    "labelme_examples --dir .*labelme"):
+            DatasetCatalog.get(name)
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    assert not (tmp_path / "labelme").exists()
 
 
 def test_prepare_datasets_cli_help():

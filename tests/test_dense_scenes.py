@@ -16,6 +16,7 @@ from detectron2.utils.events import EventStorage
 
 from yolov7_d2.config import load_config
 from yolov7_d2.data import YOLOv7MosaicMapper
+from yolov7_d2.data.mapper import BoxFilter, FlipProbs, MixProbs, PerspectiveRange
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["MODEL.YOLOV7.WIDTH_MULTIPLE", "0.125"]
@@ -56,9 +57,11 @@ def extreme_dict(path: Path) -> dict:
 
 def mapper(box_min_size: float) -> YOLOv7MosaicMapper:
     """The training mapper without mosaic, colour or flips; the random perspective kept."""
-    return YOLOv7MosaicMapper(is_train=True, image_size=64, mosaic_prob=0.0, mixup_prob=0.0,
-                              paste_in_prob=0.0, translate=0.0, scale=0.0, flip_lr=0.0,
-                              hsv_gains=(0.0, 0.0, 0.0), box_min_size=box_min_size)
+    return YOLOv7MosaicMapper(is_train=True, image_size=64,
+                              mix=MixProbs(mosaic=0.0, mixup=0.0, paste_in=0.0),
+                              perspective=PerspectiveRange(translate=0.0, scale=0.0),
+                              flips=FlipProbs(lr=0.0), hsv_gains=(0.0, 0.0, 0.0),
+                              box_filter=BoxFilter(min_size=box_min_size))
 
 
 def assert_valid_boxes(boxes: torch.Tensor, size: int) -> None:
@@ -79,7 +82,7 @@ def test_tiny_and_image_sized_boxes_pass_mapper_and_loss_without_nan(tmp_path):
     boxes = sample["instances"].gt_boxes.tensor
     assert_valid_boxes(boxes, 64)
     sides = boxes[:, 2:] - boxes[:, :2]
-    # Two sub-pixel boxes (letterboxed to 2/3), two across the whole (64 px wide) image.
+    # Two sub-pixel boxes (resized to 2/3), two across the whole (64 px wide) image.
     assert len(boxes) == 4 and (sides.max(1).values < 1.5).sum() == 2
     assert (sides[:, 0] > 60).sum() == 2
 

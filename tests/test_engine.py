@@ -38,6 +38,23 @@ def test_param_groups_follow_official_split():
     assert groups["no_decay"]["weight_decay"] == groups["bias"]["weight_decay"] == 0.0
 
 
+def test_adam_options_use_momentum_as_beta1_and_keep_the_groups():
+    model = tiny_model()
+    for name, cls in (("Adam", torch.optim.Adam), ("AdamW", torch.optim.AdamW)):
+        optimizer = build_yolov7_optimizer(model, base_lr=0.002, momentum=0.937,
+                                           weight_decay=5e-4, name=name)
+        assert type(optimizer) is cls and optimizer.defaults["betas"] == (0.937, 0.999)
+        assert [g["name"] for g in optimizer.param_groups] == ["no_decay", "decay", "bias"]
+        assert [g["weight_decay"] for g in optimizer.param_groups] == [0.0, 5e-4, 0.0]
+        # The warm-up ramps SGD's momentum only: Adam's groups have none to ramp.
+        scheduler = YOLOv7LRScheduler(optimizer, max_iter=10, warmup_iters=5, warmup_bias_lr=0.0,
+                                      warmup_momentum=0.8, momentum=0.937, final_ratio=0.1)
+        assert "momentum" not in optimizer.param_groups[0] and scheduler.get_last_lr()[1] == 0.0
+    with pytest.raises(ValueError, match="SOLVER.YOLOV7.OPTIMIZER must be one of SGD, Adam, "
+                                         "AdamW, got 'adam'"):
+        build_yolov7_optimizer(model, base_lr=0.01, momentum=0.9, weight_decay=0.0, name="adam")
+
+
 def test_schedule_warmup_and_cosine_decay():
     model = tiny_model()
     optimizer = build_yolov7_optimizer(model, base_lr=0.01, momentum=0.937, weight_decay=5e-4)

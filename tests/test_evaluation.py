@@ -9,9 +9,9 @@ import torch
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Boxes, Instances
+from synthetic import synthetic_detection_set, to_coco_json
 from yolov7_d2.config import load_config
 from yolov7_d2.evaluation import EVAL_BACKENDS, YOLOv7COCOEvaluator, evaluate_with_faster_coco_eval
-from yolov7_d2.evaluation.synthetic import synthetic_detection_set, to_coco_json
 
 pytest.importorskip("faster_coco_eval")
 

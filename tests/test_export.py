@@ -1,7 +1,8 @@
-"""ONNX export (yolov7_d2.export.onnx, tools/export_onnx.py) and demo.py --onnx, run with
-onnxruntime on real photos letterboxed to 320 x 320: raw head maps equal PyTorch's, the
-end-to-end graph (ONNX NonMaxSuppression) gives PyTorch's own postprocessing results, the
-batch dimension is dynamic. Mostly yolov7-tiny at width 0.25, one full-width check."""
+"""ONNX export (yolov7_d2.export.onnx, tools/export_onnx.py) and demo.py --onnx
+(yolov7_d2.export.onnx_predictor), run with onnxruntime on real photos fitted into 320 x 320
+(top left, grey below and right): raw head maps equal PyTorch's, the end-to-end graph (ONNX
+NonMaxSuppression) gives PyTorch's own postprocessing results, the batch dimension is
+dynamic. Mostly yolov7-tiny at width 0.25, one full-width check."""
 import copy
 import os
 import re
@@ -14,15 +15,21 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from detectron2.modeling import build_model  # noqa: E402
-from yolov7_d2.config import load_config  # noqa: E402
-from yolov7_d2.export.onnx import (  # noqa: E402
-    END2END_OUTPUTS, ONNXExportError, YOLOv7End2EndExport, create_session, export_onnx, letterbox,
-    read_metadata)
-from yolov7_d2.modeling import reparameterize  # noqa: E402
-from yolov7_d2.modeling.meta_arch import decode_predictions, postprocess_single_image  # noqa: E402
-
 from photos import PHOTOS, photo, write_photos  # noqa: E402
 from scripts import load_script
+
+from yolov7_d2.config import load_config  # noqa: E402
+from yolov7_d2.export.onnx import (  # noqa: E402
+    END2END_OUTPUTS,
+    ONNXExportError,
+    YOLOv7End2EndExport,
+    export_onnx,
+    read_metadata,
+)
+from yolov7_d2.export.onnx_predictor import create_session, fit_top_left  # noqa: E402
+from yolov7_d2.modeling import reparameterize  # noqa: E402
+from yolov7_d2.modeling.box_coder import decode_predictions  # noqa: E402
+from yolov7_d2.modeling.meta_arch import postprocess_single_image  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "coco", "yolov7-tiny.yaml")
@@ -33,9 +40,9 @@ DEFAULTS = dict(conf_thresh=0.25, iou_thresh=0.45, max_det=100, multi_label=Fals
 
 
 
-def letterboxed_batch(names=PHOTOS, size=SIZE):
+def fitted_batch(names=PHOTOS, size=SIZE):
     """(N, 3, size, size) float32 RGB 0..255 canvases of the photos."""
-    return np.stack([letterbox(np.ascontiguousarray(photo(n)[:, :, ::-1]), size, size)[0]
+    return np.stack([fit_top_left(np.ascontiguousarray(photo(n)[:, :, ::-1]), size, size)[0]
                      for n in names])
 
 
@@ -57,7 +64,7 @@ def detecting_model(*opts, gamma=(0.2, 0.4), scale=3.0, objectness=3.8, size=2.0
             bn.reset_running_stats()
             bn.momentum = None  # cumulative average: the statistics of the photos
         model.train()
-        model.forward_raw(torch.from_numpy(letterboxed_batch()) / 255.0)
+        model.forward_raw(torch.from_numpy(fitted_batch()) / 255.0)
         model.eval()
         for bn in batch_norms:
             bn.momentum = 0.03
@@ -137,7 +144,7 @@ def deploy(model):
 
 @pytest.fixture(scope="module")
 def images():
-    return letterboxed_batch()
+    return fitted_batch()
 
 
 @pytest.fixture(scope="module")
@@ -306,7 +313,7 @@ def test_one_class_and_fewer_priors_than_max_det(tmp_path):
     path = str(tmp_path / "one.onnx")
     settings = dict(DEFAULTS, max_det=300)
     export_onnx(net, path, image_size=64, end2end=True, **settings)
-    images = letterboxed_batch(("coffee",), 64)
+    images = fitted_batch(("coffee",), 64)
     outputs = run(create_session(path, 1), images)
     assert outputs[0].shape == (1, 300, 4)
     expected = pytorch_detections(reparameterize(net), images, **settings)
@@ -344,7 +351,7 @@ def test_timm_backbone_normalizes_inside_the_graph(tmp_path):
     assert net.pixel_std.flatten()[0] != 255.0  # not the YOLO /255
     path = str(tmp_path / "convnext.onnx")
     export_onnx(net, path, image_size=128)
-    x = torch.from_numpy(letterboxed_batch(("chelsea",), 128))
+    x = torch.from_numpy(fitted_batch(("chelsea",), 128))
     with torch.no_grad():
         expected = net.forward_raw((x - net.pixel_mean) / net.pixel_std)["lead"]
     outputs = run(create_session(path, 1), x.numpy())
@@ -472,7 +479,7 @@ def test_demo_runs_the_onnx_model(exported, model, tmp_path, capsys):
                      and np.abs(np.subtract(d[2], box)).max() <= 0.11]
             assert match, (kind, name, score, box)
             got.remove(match[0])
-        assert printed[coffee], kind  # a non-square photo: letterboxed, boxes inside it
+        assert printed[coffee], kind  # a non-square photo: fitted, boxes inside it
         for _, _, (x0, y0, x1, y1) in printed[coffee]:
             assert 0 <= x0 <= x1 <= 600 and 0 <= y0 <= y1 <= 400
         assert (out_dir / "astronaut.png").is_file() and (out_dir / "coffee.png").is_file()

@@ -70,13 +70,14 @@ def test_lazyconfig_builds_the_model_and_recipe_of_its_yaml(leaf):
     model, yaml_model = instantiate(cfg.model), build_model(ycfg)
     assert_same_model(model, yaml_model)
 
-    # Data: the mapper's hyper-parameters are those the yaml gives (from_config), the test
-    # resize and format follow the training ones.
+    # Data: the mapper's hyper-parameters are those the yaml gives (from_config; the groups
+    # MixProbs, PerspectiveRange, ... built), the test resize and format follow the training
+    # ones.
     mapper = cfg.dataloader.train.mapper
     expected = YOLOv7MosaicMapper.from_config(ycfg, is_train=True, dataset_dicts=[])
     expected.pop("dataset_dicts")
     expected["hsv_gains"] = list(expected["hsv_gains"])
-    assert {k: mapper[k] for k in expected} == expected
+    assert {k: instantiate(mapper[k]) for k in expected} == expected
     assert [mapper.dataset_dicts.names] == list(ycfg.DATASETS.TRAIN)
     assert mapper.dataset_dicts.filter_empty == ycfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
     assert [cfg.dataloader.test.dataset.names] == list(ycfg.DATASETS.TEST)
@@ -171,3 +172,52 @@ def test_lazyconfig_train_net_trains_resumes_and_evaluates(tmp_path):
     args = tool.parse_args(["--config-file", config, "--eval-only", *small_run(tmp_path, 2),
                             f"train.init_checkpoint={tmp_path / 'model_final.pth'}"])
     assert tool.main(args)["bbox"].keys() == results["bbox"].keys()
+
+
+def test_both_entry_points_build_the_same_hooks_and_first_steps(tmp_path):
+    """train_net.py (YOLOv7Trainer) and tools/lazyconfig_train_net.py assemble training from
+    the same pieces: the same hooks in the same order, and from the same weights and batches
+    the same losses, weights and EMA after two iterations (an optimizer step in between)."""
+    import copy
+
+    from detectron2.utils.events import EventStorage
+    from yolov7_d2.engine import YOLOv7Trainer
+
+    tool = load_tool()
+    config = str(ROOT / "configs" / "coco" / "yolov7_tiny.py")
+    args = tool.parse_args(["--config-file", config, *small_run(tmp_path / "lazy", 3),
+                            "train.seed=0", "dataloader.train.mapper.seed=0"])
+    lazy, _ = tool.build_training(tool.setup(args))
+    ycfg = load_config(str(yaml_twin("coco/yolov7_tiny.py")), [
+        "MODEL.DEVICE", "cpu", "MODEL.YOLOV7.NUM_CLASSES", "1", "MODEL.YOLOV7.WIDTH_MULTIPLE",
+        "0.25", "INPUT.YOLOV7.IMAGE_SIZE", "160", "DATASETS.TRAIN", "('deepforest_trees_train',)",
+        "DATASETS.TEST", "('deepforest_trees_val',)", "SOLVER.IMS_PER_BATCH", "2",
+        "DATALOADER.NUM_WORKERS", "0", "SOLVER.MAX_ITER", "3", "SOLVER.WARMUP_ITERS", "2",
+        "SOLVER.CHECKPOINT_PERIOD", "1", "TEST.EVAL_PERIOD", "3", "SEED", "0",
+        "OUTPUT_DIR", str(tmp_path / "yaml")])
+    yaml = YOLOv7Trainer(ycfg)
+
+    def names(hooks):
+        return [type(h).__name__ for h in hooks]
+
+    assert names(lazy._hooks) == names(yaml._hooks)
+    assert "AnchorCheckHook" in names(yaml._hooks) and "EarlyStopHook" not in names(yaml._hooks)
+
+    loop = yaml._trainer
+    lazy.model.load_state_dict(loop.model.state_dict())
+    lazy.ema.ema.load_state_dict(loop.ema.ema.state_dict())
+    batches = [next(iter(loop.data_loader)) for _ in range(2)]
+    losses = {}
+    for name, trainer in (("yaml", loop), ("lazy", lazy)):
+        trainer._data_loader_iter = iter(copy.deepcopy(batches))
+        with EventStorage() as storage:
+            trainer.storage = storage
+            for it in range(2):
+                trainer.iter = storage.iter = it
+                trainer.run_step()
+            losses[name] = storage.history("total_loss").values()
+    assert losses["yaml"] == losses["lazy"] and len(losses["yaml"]) == 2
+    assert lazy.ema.updates == loop.ema.updates >= 1
+    for (key, value), other in zip(loop.model.state_dict().items(),
+                                   lazy.model.state_dict().values()):
+        assert torch.equal(value, other), key

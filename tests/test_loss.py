@@ -20,7 +20,8 @@ from torch import nn
 from detectron2.config import get_cfg
 from detectron2.utils.events import EventStorage
 from yolov7_d2.config import add_yolov7_config
-from yolov7_d2.modeling.loss import YOLOv7Loss, build_yolov7_loss, complete_iou
+from yolov7_d2.modeling.box_ops import complete_iou
+from yolov7_d2.modeling.loss import YOLOv7Loss
 
 official_loss = pytest.importorskip("sas_yolov7.utils.loss")
 official_general = pytest.importorskip("sas_yolov7.utils.general")
@@ -137,9 +138,12 @@ def compare(case, oracle, *, num_classes=5, aux=False, label_smoothing=0.0, dens
     strides = [8, 16, 32, 64] if aux else [8, 16, 32]
     anchors = W6_ANCHORS if aux else TINY_ANCHORS
     lead, aux_maps, gt_boxes, gt_classes = make_case(case, num_classes, strides, aux, seed)
-    hyp = dict(HYP, label_smoothing=label_smoothing)
-    ours = YOLOv7Loss(num_classes=num_classes, box_gain=hyp["box"], obj_gain=hyp["obj"],
-                      cls_gain=hyp["cls"], label_smoothing=label_smoothing)
+    ours = YOLOv7Loss(num_classes=num_classes, num_levels=len(strides), image_size=SIZE,
+                      box_gain=HYP["box"], obj_gain=HYP["obj"], cls_gain=HYP["cls"],
+                      label_smoothing=label_smoothing, aux=aux)
+    # The official loss gets the hyp after train.py's rescaling, as official training does.
+    hyp = dict(HYP, label_smoothing=label_smoothing, box=ours.box_gain, obj=ours.obj_gain,
+               cls=ours.cls_gain)
     losses = ours(lead, aux_maps, gt_boxes, gt_classes, anchors, strides)
     stub = _OfficialModelStub(anchors, strides, num_classes, hyp)
     official = (oracle.ComputeLossAuxOTA if aux else oracle.ComputeLossOTA)(stub)
@@ -232,14 +236,14 @@ def test_gains_follow_official_train_py():
     add_yolov7_config(cfg)
     cfg.MODEL.YOLOV7.NUM_CLASSES = 80
     cfg.INPUT.YOLOV7.IMAGE_SIZE = 1280
-    p6 = build_yolov7_loss(cfg, num_levels=4)  # the P6 numbers of OFFICIAL_FACTS.md 6
+    p6 = YOLOv7Loss(cfg, num_levels=4, aux=True)  # the P6 numbers of OFFICIAL_FACTS.md 6
     assert (p6.box_gain, p6.cls_gain, p6.obj_gain) == pytest.approx((0.0375, 0.225, 2.1))
     assert p6.level_balance(4) == [4.0, 1.0, 0.25, 0.06] and p6.topk is None
     cfg.MODEL.YOLOV7.NUM_CLASSES = 20
     cfg.INPUT.YOLOV7.IMAGE_SIZE = 640
     cfg.MODEL.YOLOV7.LOSS.TOPK = 13
     cfg.MODEL.YOLOV7.LOSS.BALANCE = [1.0, 2.0, 3.0]
-    p5 = build_yolov7_loss(cfg, num_levels=3)
+    p5 = YOLOv7Loss(cfg, num_levels=3)
     assert (p5.box_gain, p5.cls_gain, p5.obj_gain) == pytest.approx((0.05, 0.075, 0.7))
     assert p5.level_balance(3) == [1.0, 2.0, 3.0] and p5.topk == 13
 
@@ -255,7 +259,7 @@ def test_complete_iou_matches_official_bbox_iou():
 
 def test_diagnostics_go_to_the_event_storage():
     lead, aux_maps, gt_boxes, gt_classes = make_case([4, 0], 3, [8, 16, 32, 64], aux=True)
-    loss = YOLOv7Loss(num_classes=3)
+    loss = YOLOv7Loss(num_classes=3, num_levels=4, aux=True)
     loss(lead, aux_maps, gt_boxes, gt_classes, W6_ANCHORS, [8, 16, 32, 64])  # no storage: fine
     with EventStorage() as storage:
         loss(lead, aux_maps, gt_boxes, gt_classes, W6_ANCHORS, [8, 16, 32, 64])

@@ -20,6 +20,7 @@ from yolov7_d2.data import (
     build_yolov7_train_loader,
 )
 from yolov7_d2.data import augment as A
+from yolov7_d2.data.mapper import FlipProbs
 
 SIZE = 256
 #: RGB colour of the object drawn on each photo (class id = index), far from the photos' own.
@@ -237,39 +238,41 @@ FIXED_GEOMETRY = [*NO_AUG, "INPUT.YOLOV7.TRANSLATE", "0.0", "INPUT.YOLOV7.SCALE"
 
 
 def zoom(xy):
-    """Where a letterboxed point lands after the fixed perspective (zoom about the centre)."""
+    """Where a point of the centred image lands after the fixed perspective (zoom about the
+    centre)."""
     return (np.asarray(xy, dtype=np.float64) - SIZE / 2) * GAIN + SIZE / 2
 
 
-def letterboxed(d, size=SIZE):
+def centered(d, size=SIZE):
     rgb = np.ascontiguousarray(cv2.imread(d["file_name"])[:, :, ::-1])
-    canvas, r, (px, py) = A.letterbox(rgb, size)
+    canvas, r, (px, py) = A.fit_centered(rgb, size)
     return canvas, r, px, py
 
 
 def expected_without_mosaic(d):
-    """The letterbox path's output under FIXED_GEOMETRY."""
-    canvas = letterboxed(d)[0]
+    """The output of the path without mosaic (image centred on the canvas) under
+    FIXED_GEOMETRY."""
+    canvas = centered(d)[0]
     image, _, _ = A.random_perspective(canvas, A.Targets(), SIZE, np.random.default_rng(0),
-                                       translate=0.0, scale=-0.05)
+                                       A.PerspectiveRange(translate=0.0, scale=-0.05))
     return image
 
 
-def test_close_mosaic_switches_to_letterbox(tmp_path):
+def test_close_mosaic_switches_to_the_centred_image(tmp_path):
     dicts = write_dataset(tmp_path)
     cfg = make_cfg(*FIXED_GEOMETRY, "INPUT.YOLOV7.CLOSE_MOSAIC_ITERS", "10",
                    "SOLVER.MAX_ITER", "100")
     mapper = YOLOv7MosaicMapper(cfg, is_train=True, dataset_dicts=dicts)
-    coffee = dicts[1]  # 400 x 600: letterboxed with grey bars above and below
+    coffee = dicts[1]  # 400 x 600: centred with grey bars above and below
     expected = expected_without_mosaic(coffee)
-    _, r, px, py = letterboxed(coffee)
+    _, r, px, py = centered(coffee)
     assert mapper.mosaic_enabled(89) and mapper.mosaic_enabled(None)
     mosaic = mapper(coffee, iteration=89)["image"].permute(1, 2, 0).numpy()
     assert not np.array_equal(mosaic, expected)
     assert not mapper.mosaic_enabled(90)
     image, boxes, _ = check_output(mapper(coffee, iteration=90))
     np.testing.assert_array_equal(image, expected)
-    assert (image[:int(zoom(py)) - 1] == 114).all()  # the letterbox's grey bar
+    assert (image[:int(zoom(py)) - 1] == 114).all()  # the grey bar above the image
     x0, y0, x1, y1 = coffee["annotations"][0]["bbox"]
     np.testing.assert_allclose(boxes[0], zoom([x0 * r + px, y0 * r + py, x1 * r + px,
                                                y1 * r + py]), atol=1e-3)
@@ -308,7 +311,7 @@ def test_box_clipping_degenerate_boxes_and_crowd(tmp_path, caplog):
     with caplog.at_level(logging.DEBUG, logger="yolov7_d2.data.mapper"):
         out = mapper(d)
     image, boxes, _ = check_output(out)
-    _, r, px, py = letterboxed(d)
+    _, r, px, py = centered(d)
     assert len(boxes) == 3  # the coloured box, two clipped ones; zero-width and crowd gone
     # clipped to the image, then (zoomed past the canvas edge) clipped to the canvas
     np.testing.assert_allclose(boxes[1], zoom([px, py, 40 * r + px, 40 * r + py]).clip(0, SIZE),
@@ -324,7 +327,7 @@ def test_unreadable_image_error_names_the_file(tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
     cfg = make_cfg()
-    # Evaluation letterbox: nothing to draw instead (training replaces the sample, see
+    # is_train=False: nothing to draw instead (training replaces the sample, see
     # tests/test_validate.py).
     mapper = YOLOv7MosaicMapper(cfg, is_train=False, dataset_dicts=None)
     for path in (bad, tmp_path / "missing.png"):
@@ -341,7 +344,11 @@ def test_config_errors_and_eval_paths(tmp_path):
         YOLOv7MosaicMapper(dataset_dicts=dicts, image_format="YUV-BT.601")
     with pytest.raises(ValueError, match="max_iter"):
         YOLOv7MosaicMapper(dataset_dicts=dicts, close_mosaic_iters=5)
-    # is_train=False: a deterministic letterbox, no partners needed
+    with pytest.raises(ValueError, match=r"MixProbs.mixup is a probability.*got 1.5"):
+        YOLOv7MosaicMapper(make_cfg("INPUT.YOLOV7.MIXUP_PROB", "1.5"), dataset_dicts=dicts)
+    with pytest.raises(ValueError, match=r"FlipProbs.ud is a probability.*got -0.5"):
+        FlipProbs(ud=-0.5)
+    # is_train=False: deterministic resize and centring, no partners needed
     m = YOLOv7MosaicMapper(make_cfg(), is_train=False, dataset_dicts=None)
     out = m(dicts[1])
     image, boxes, _ = check_output(out)

@@ -1,6 +1,7 @@
 """Property tests (hypothesis) of the box transforms and of the training mapper end to end, on
 random small images and boxes: no NaN, no box outside the canvas, no degenerate box out of
-the mapper, class ids unchanged and carried by their own box, letterbox and its inverse.
+the mapper, class ids unchanged and carried by their own box, the resize-and-centre of the
+mapper and the evaluation resize with their inverses.
 
 Examples are derived from a fixed seed (``derandomize``) so that every run, CI included,
 tests the same ones; a failure found once is kept below as an explicit ``@example``.
@@ -21,6 +22,7 @@ from detectron2.structures import Boxes, BoxMode, Instances
 from yolov7_d2.config import load_config
 from yolov7_d2.data import YOLOv7MosaicMapper, build_yolov7_test_mapper
 from yolov7_d2.data import augment as A
+from yolov7_d2.data.mapper import FlipProbs, MixProbs
 
 # conftest's autouse seeding fixture is function-scoped: harmless here, every random draw
 # below comes from hypothesis or an explicit generator.
@@ -169,7 +171,8 @@ def test_random_perspective_keeps_valid_boxes_of_real_objects(in_hw, out_size, b
                 for b, p in zip(boxes, polygon_mask)]
     targets = A.Targets(boxes, np.arange(len(boxes)), polygons)
     image, out, dropped = A.random_perspective(noise(seed, in_h, in_w), targets, out_size,
-                                               np.random.default_rng(seed), **args)
+                                               np.random.default_rng(seed),
+                                               A.PerspectiveRange(**args))
     assert image.shape == (out_size, out_size, 3)
     check_boxes(out.boxes, out_size, out_size)
     w, h = out.boxes[:, 2] - out.boxes[:, 0], out.boxes[:, 3] - out.boxes[:, 1]
@@ -179,16 +182,16 @@ def test_random_perspective_keeps_valid_boxes_of_real_objects(in_hw, out_size, b
     assert (area[out.classes] > 0).all(), "a box of zero area came back"
 
 
-# ----------------------------------------------------------------------------- letterbox
+# ----------------------------------------------------------------------------- resize and pad
 @PROPERTIES
 @example(  # found by this test: detectron2's ResizeShortestEdge made this image 0 px wide, and
     # detector_postprocess divided by 0; the evaluation resize (ResizeLongSide) keeps 1 px.
     hw=(65, 1), size=32, rel=(0.0, 0.0, 1.0, 1.0))
 @given(hw=st.tuples(st.integers(1, 300), st.integers(1, 300)),
        size=st.sampled_from([32, 64, 160]), rel=st.tuples(*[st.floats(0.0, 1.0)] * 4))
-def test_letterbox_and_inverse_return_the_boxes(hw, size, rel):
-    """Training letterbox (the mapper: scale r then pad): the inverse gives the box back
-    within 1 px, and a rectangle drawn under the box lands under the letterboxed box (1 px
+def test_fit_centered_and_eval_resize_invert_to_the_boxes(hw, size, rel):
+    """Training resize and centring (the mapper: scale r then pad): the inverse gives the box
+    back within 1 px, and a rectangle drawn under the box lands under the mapped box (1 px
     margin). Evaluation (the test mapper's resize, then the model's detector_postprocess to
     the original size): the same round trip within 1 px."""
     h, w = hw
@@ -199,7 +202,7 @@ def test_letterbox_and_inverse_return_the_boxes(hw, size, rel):
     bx0, by0, bx1, by1 = box[0].astype(int)
     image[by0:by1, bx0:bx1] = 250
 
-    canvas, r, (pad_x, pad_y) = A.letterbox(image, size)
+    canvas, r, (pad_x, pad_y) = A.fit_centered(image, size)
     assert canvas.shape == (size, size, 3)
     lb = A.Targets(box, [3]).affine(r).affine(1.0, pad_x, pad_y)  # as the mapper
     check_boxes(lb.boxes, size, size)
@@ -281,21 +284,27 @@ def mapper_args(draw, plain: bool = False):
     """Mapper arguments; ``plain``: no rotation, shear, perspective, HSV or mixup (the
     augmentations that change the colour of an object's pixels or the shape of its box)."""
     geometry = "scale" if plain else draw(st.sampled_from(["none", "scale", "rotate", "all"]))
+    # Drawn in this order (keyword arguments are evaluated left to right): the examples of
+    # the derandomized search depend on it.
     return dict(
         image_size=draw(st.sampled_from([32, 64])),
-        mosaic_prob=draw(st.sampled_from([0.0, 1.0])),
-        mosaic9_prob=draw(st.sampled_from([0.0, 0.5, 1.0])),
-        mixup_prob=0.0 if plain else draw(st.sampled_from([0.0, 0.5])),
-        paste_in_prob=draw(st.sampled_from([0.0, 1.0])),
-        degrees=0.0 if geometry in ("none", "scale") else draw(st.sampled_from([10.0, 180.0])),
-        translate=0.0 if geometry == "none" else draw(st.floats(0.0, 0.3)),
-        scale=0.0 if geometry == "none" else draw(st.floats(0.0, 0.9)),
-        shear=draw(st.sampled_from([0.0, 10.0])) if geometry == "all" else 0.0,
-        perspective=draw(st.sampled_from([0.0, 0.001])) if geometry == "all" else 0.0,
+        mix=MixProbs(
+            mosaic=draw(st.sampled_from([0.0, 1.0])),
+            mosaic9=draw(st.sampled_from([0.0, 0.5, 1.0])),
+            mixup=0.0 if plain else draw(st.sampled_from([0.0, 0.5])),
+            paste_in=draw(st.sampled_from([0.0, 1.0])),
+        ),
+        perspective=A.PerspectiveRange(
+            degrees=0.0 if geometry in ("none", "scale") else draw(st.sampled_from([10.0, 180.0])),
+            translate=0.0 if geometry == "none" else draw(st.floats(0.0, 0.3)),
+            scale=0.0 if geometry == "none" else draw(st.floats(0.0, 0.9)),
+            shear=draw(st.sampled_from([0.0, 10.0])) if geometry == "all" else 0.0,
+            perspective=draw(st.sampled_from([0.0, 0.001])) if geometry == "all" else 0.0,
+        ),
         hsv_gains=(0.0,) * 3 if plain else draw(st.sampled_from([(0.0,) * 3,
                                                                  (0.015, 0.7, 0.4)])),
-        flip_lr=0.5, flip_ud=draw(st.sampled_from([0.0, 0.5])),
-        transpose=draw(st.sampled_from([0.0, 0.5])),
+        flips=FlipProbs(lr=0.5, ud=draw(st.sampled_from([0.0, 0.5])),
+                        transpose=draw(st.sampled_from([0.0, 0.5]))),
         seed=draw(st.integers(0, 2**16)),
     )
 
@@ -327,8 +336,9 @@ def map_first(image_dir, images, args):
     boxes = out["instances"].gt_boxes.tensor.numpy().astype(np.float64)
     check_boxes(boxes, size, size)
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    assert (w > mapper.box_min_size).all() and (h > mapper.box_min_size).all(), boxes
-    assert (np.maximum(w / h, h / w) < mapper.box_max_aspect).all(), boxes
+    box_filter = mapper.box_filter
+    assert (w > box_filter.min_size).all() and (h > box_filter.min_size).all(), boxes
+    assert (np.maximum(w / h, h / w) < box_filter.max_aspect).all(), boxes
     image = out["image"].permute(1, 2, 0).numpy()
     return dicts, image, boxes, out["instances"].gt_classes.numpy().tolist()
 
@@ -338,10 +348,9 @@ def map_first(image_dir, images, args):
     # the object left of this image came back as a box once rotated by 10 degrees.
     images=[(np.full((9, 8, 3), 114, np.uint8),
              [_annotation([-20, 2, -10, 7], OUTSIDE, xywh=False, polygon=True)])],
-    args=dict(image_size=32, mosaic_prob=0.0, mosaic9_prob=0.0, mixup_prob=0.0,
-              paste_in_prob=0.0, degrees=10.0, translate=0.0, scale=0.0, shear=0.0,
-              perspective=0.0, hsv_gains=(0.0,) * 3, flip_lr=0.5, flip_ud=0.0, transpose=0.0,
-              seed=2))
+    args=dict(image_size=32, mix=MixProbs(mosaic=0.0, mosaic9=0.0, mixup=0.0, paste_in=0.0),
+              perspective=A.PerspectiveRange(degrees=10.0, translate=0.0, scale=0.0),
+              hsv_gains=(0.0,) * 3, flips=FlipProbs(lr=0.5, ud=0.0, transpose=0.0), seed=2))
 @given(images=dataset(), args=mapper_args())
 def test_mapper_outputs_valid_boxes_of_real_objects(image_dir, images, args):
     """Every augmentation: valid outputs (see map_first) with only classes of objects in the
@@ -350,7 +359,7 @@ def test_mapper_outputs_valid_boxes_of_real_objects(image_dir, images, args):
     dicts, _, _, classes = map_first(image_dir, images, args)
     assert OUTSIDE not in classes
     assert set(classes) <= {a["category_id"] for _, anns in images for a in anns}
-    if args["mosaic_prob"] == 0 and args["paste_in_prob"] == 0:
+    if args["mix"].mosaic == 0 and args["mix"].paste_in == 0:
         own = Counter(a["category_id"] for a in dicts[0]["annotations"])
         assert not Counter(classes) - own, (classes, own)
 

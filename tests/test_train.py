@@ -160,7 +160,7 @@ def test_early_stop_after_patience_evaluations_without_improvement(tmp_path):
     loop.register_hooks([hooks.EvalHook(1, lambda: {"bbox": {"AP": next(aps)}}),
                          *best_model_hooks(1, checkpointer, "bbox/AP", patience=2), AfterTrain()])
     handler = Records()
-    logger = logging.getLogger("yolov7_d2.engine.best_model")
+    logger = logging.getLogger("yolov7_d2.engine.hooks")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:

@@ -31,7 +31,7 @@ from yolov7_d2.engine.trainer import YOLOv7Trainer
 NAME = "yolov7_d2_test_validate"
 TINY = Path(__file__).resolve().parents[1] / "configs" / "coco" / "yolov7-tiny.yaml"
 LOGGERS = ["yolov7_d2.data.validate", "yolov7_d2.data.datasets.yolo_format",
-           "yolov7_d2.data.mapper"]
+           "yolov7_d2.data.datasets.bad_labels", "yolov7_d2.data.mapper"]
 
 
 @pytest.fixture
@@ -210,6 +210,20 @@ def test_unregistered_empty_and_wrong_class_count_are_clear_errors(tmp_path, reg
                                   "DATASETS.TEST", "('nope',)"])
     with pytest.raises(V.DatasetConfigError, match="DATASETS.TEST names dataset 'nope'"):
         YOLOv7Trainer(cfg)
+
+
+def test_category_ids_beyond_the_model_are_refused_when_loaded(tmp_path, registered):
+    dicts = write_images(tmp_path / "img")[:2]
+    dicts[1]["annotations"][0]["category_id"] = 3
+    # Four names (detectron2's own check passes), a model of three classes.
+    name = registered(NAME + "_ids", dicts, classes=("a", "b", "c", "d"))
+    cfg = make_cfg(tmp_path, "MODEL.YOLOV7.NUM_CLASSES", "3")
+    with pytest.raises(V.DatasetConfigError, match="has category_id 3 but MODEL.YOLOV7."
+                                                   "NUM_CLASSES is 3"):
+        V.dataset_dicts_from_config(cfg, [name], "DATASETS.TRAIN")
+    dicts[1]["annotations"][0]["category_id"] = 2
+    name = registered(NAME + "_ids_ok", dicts, classes=("a", "b", "c", "d"))
+    assert len(V.dataset_dicts_from_config(cfg, [name], "DATASETS.TRAIN")) == 2
 
 
 def test_yolo_truncated_image_passes_the_loader_but_not_validation(tmp_path, logs):

@@ -18,11 +18,15 @@ import copy
 import io
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 import yolov7_d2  # noqa: F401  (compat shims)
-from yolov7_d2.evaluation.synthetic import synthetic_detection_set, to_coco_json
+
+# The synthetic set is test data: it lives in the checkout's tests/, next to this tools/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from synthetic import synthetic_detection_set, to_coco_json  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -26,7 +26,7 @@ from yolov7_d2.anchors import anchor_fitness, anchor_metrics, anchors_per_level,
 from yolov7_d2.anchors import compute_anchors, format_anchors
 from yolov7_d2.config import load_config
 from yolov7_d2.data import register_deepforest, register_labelme_examples
-from yolov7_d2.data.datasets.cli import add_dataset_arguments, apply_dataset_arguments
+from yolov7_d2.engine.dataset_options import add_dataset_arguments, apply_dataset_arguments
 from yolov7_d2.modeling.arch import get_arch
 
 

@@ -98,8 +98,8 @@ def verify(model, path: str, metadata) -> None:
     detections)."""
     import numpy as np
 
-    from yolov7_d2.export.onnx import (INPUT_NAME, YOLOv7End2EndExport, YOLOv7RawExport,
-                                       create_session)
+    from yolov7_d2.export.onnx import INPUT_NAME, YOLOv7End2EndExport, YOLOv7RawExport
+    from yolov7_d2.export.onnx_predictor import create_session
 
     batch = 2 if metadata["input"]["batch"] == "dynamic" else metadata["input"]["batch"]
     shape = (batch, 3, metadata["input"]["height"], metadata["input"]["width"])

@@ -23,21 +23,22 @@ import weakref
 
 import yolov7_d2  # noqa: F401  (detectron2 compat shims, registrations)
 from detectron2.config import LazyConfig, instantiate
-from detectron2.engine import default_argument_parser, default_setup, default_writers, hooks, launch
+from detectron2.data import MetadataCatalog
+from detectron2.engine import default_argument_parser, default_setup, default_writers, launch
+from omegaconf import OmegaConf
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from yolov7_d2.checkpoint import YOLOv7Checkpointer
 from yolov7_d2.engine import (
+    AnchorCheckHook,
+    TrainingArtifactsHook,
     EarlyStop,
     ModelEMA,
-    MultiScale,
-    YOLOv7TrainLoop,
-    accumulation_steps,
-    best_model_hooks,
     resolve_lazy_epoch_schedule,
     setup_yolov7_run,
-    unwrap_model,
+    yolov7_train_loop,
+    yolov7_training_hooks,
 )
 
 logger = logging.getLogger("yolov7_d2")
@@ -55,8 +56,9 @@ def do_test(cfg, model):
 
 
 def build_training(cfg):
-    """The train loop of ``cfg`` with its hooks, and its checkpointer (model, EMA, optimizer,
-    scheduler and iteration), before any checkpoint is loaded."""
+    """The train loop of ``cfg`` with its hooks (those of train_net.py: engine/hooks.py), and
+    its checkpointer (model, EMA, optimizer, scheduler and iteration), before any checkpoint
+    is loaded."""
     model = instantiate(cfg.model)
     logger.info("Model:\n%s", model)
     model.to(cfg.train.device)
@@ -65,50 +67,65 @@ def build_training(cfg):
 
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
-    train_loader = instantiate(cfg.dataloader.train)
+    # The training mapper, owned here: the loader samples its dataset, the hooks read it.
+    mapper = instantiate(cfg.dataloader.train.mapper)
+    train_loader = _train_loader(cfg, mapper)
     model = create_ddp_model(model, **cfg.train.ddp)
-
-    batch, nominal = cfg.dataloader.train.total_batch_size, cfg.train.nominal_batch_size
-    warmup = cfg.train.warmup_iters
-    multi_scale = None
-    if cfg.train.multi_scale:
-        stride = unwrap_model(model).backbone.size_divisibility
-        multi_scale = MultiScale(cfg.dataloader.train.mapper.image_size, stride,
-                                 seed=max(cfg.train.seed, 0))
-    trainer = YOLOv7TrainLoop(
+    trainer = yolov7_train_loop(
         model, train_loader, optimizer, ema=ema, amp=cfg.train.amp.enabled,
-        accumulation=lambda it: accumulation_steps(it, warmup, batch, nominal),
-        multi_scale=multi_scale,
-    )
+        batch_size=cfg.dataloader.train.total_batch_size,
+        nominal_batch_size=cfg.train.nominal_batch_size, warmup_iters=cfg.train.warmup_iters,
+        multi_scale_size=mapper.image_size if cfg.train.multi_scale else 0,
+        seed=cfg.train.seed)
     cfg.lr_multiplier.optimizer = optimizer
     scheduler = instantiate(cfg.lr_multiplier)
     extra = {"ema": ema} if ema is not None else {}
     # init_checkpoint of another class count (official COCO weights) is fine-tuned.
     checkpointer = YOLOv7Checkpointer(model, cfg.train.output_dir, trainer=weakref.proxy(trainer),
                                       finetune=True, **extra)
-
-    def evaluate():
-        # Official: the EMA weights are the model that is evaluated (and deployed).
-        evaluated = ema.ema if ema is not None else unwrap_model(model)
-        trainer.last_eval_results = do_test(cfg, evaluated)
-        return trainer.last_eval_results
-
-    trainer.register_hooks([
-        hooks.IterationTimer(),
-        hooks.LRScheduler(scheduler=scheduler),
-        hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
-        if comm.is_main_process() else None,
-        hooks.EvalHook(cfg.train.eval_period, evaluate),
-        # model_best.pth and early stopping, from the results of the EvalHook just before.
-        *best_model_hooks(cfg.train.eval_period, checkpointer,
-                          cfg.train.best_metric if "evaluator" in cfg.dataloader else "",
-                          patience=cfg.train.early_stop_patience),
-        hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter),
-                             period=cfg.train.log_period)
-        if comm.is_main_process() else None,
-    ])
     trainer.last_eval_results = {}
+    has_evaluator = "evaluator" in cfg.dataloader
+    trainer.register_hooks(yolov7_training_hooks(
+        trainer, checkpointer=checkpointer, checkpoint_period=cfg.train.checkpointer.period,
+        max_to_keep=cfg.train.checkpointer.max_to_keep, eval_period=cfg.train.eval_period,
+        test=lambda evaluated: do_test(cfg, evaluated),
+        best_metric=cfg.train.best_metric if has_evaluator else "",
+        early_stop_patience=cfg.train.early_stop_patience,
+        writers=default_writers(cfg.train.output_dir, cfg.train.max_iter)
+        if comm.is_main_process() else None,
+        log_period=cfg.train.log_period, scheduler=scheduler,
+        start_hooks=_start_hooks(cfg, mapper)))
     return trainer, checkpointer
+
+
+def _train_loader(cfg, mapper):
+    """``cfg.dataloader.train`` built around the already instantiated ``mapper``."""
+    spec = {key: cfg.dataloader.train[key] for key in cfg.dataloader.train if key != "mapper"}
+    return instantiate(OmegaConf.create({**spec, "mapper": mapper}, flags={"allow_objects": True}))
+
+
+def _start_hooks(cfg, mapper):
+    """As train_net.py: the training artefacts (``train.artifacts``) and the anchor check
+    (``train.anchor_check``) on the mapper's dataset."""
+    ret = []
+    if comm.is_main_process() and cfg.train.get("artifacts", True):
+        names = mapper_dataset_names(cfg)
+        classes = MetadataCatalog.get(names[0]).get("thing_classes", []) if names else []
+        ret.append(TrainingArtifactsHook(cfg.train.output_dir, mapper, class_names=classes,
+                                         seed=cfg.train.seed))
+    check = cfg.train.get("anchor_check", {"min_bpr": 0.98, "autoanchor": True})
+    if check["min_bpr"] > 0:
+        ret.append(AnchorCheckHook(mapper.dataset, image_size=mapper.image_size,
+                                   anchor_t=cfg.model.loss.anchor_t, min_bpr=check["min_bpr"],
+                                   autoanchor=check["autoanchor"], seed=max(cfg.train.seed, 0),
+                                   config_hint="the LazyConfig (model.anchors)"))
+    return ret
+
+
+def mapper_dataset_names(cfg):
+    """The registered names of ``dataloader.train.mapper.dataset_dicts`` (one or a list)."""
+    names = cfg.dataloader.train.mapper.dataset_dicts.get("names", [])
+    return [names] if isinstance(names, str) else list(names)
 
 
 def do_train(args, cfg):

@@ -25,7 +25,7 @@ import yolov7_d2  # noqa: F401  (compat shims, registrations)
 from detectron2.data import MetadataCatalog, get_detection_dataset_dicts
 from yolov7_d2.config import load_config
 from yolov7_d2.data import YOLOv7MosaicMapper, register_deepforest, register_labelme_examples
-from yolov7_d2.data.datasets.cli import add_dataset_arguments, apply_dataset_arguments
+from yolov7_d2.engine.dataset_options import add_dataset_arguments, apply_dataset_arguments
 from yolov7_d2.evaluation.artifacts import draw_mapped_sample
 from yolov7_d2.utils.plots import save_image
 

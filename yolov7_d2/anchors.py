@@ -47,7 +47,6 @@ __all__ = [
     "format_anchors",
     "check_anchors",
     "fit_new_anchors",
-    "AnchorCheckHook",
 ]
 
 logger = logging.getLogger(__name__)
@@ -304,60 +303,3 @@ def fit_new_anchors(wh, bpr: float, dataset_dicts, *, num_anchors: int, levels: 
         logger.warning("autoanchor: best possible recall %.4f with computed anchors, not above "
                        "%.4f: the anchors are kept", new_bpr, bpr)
     return result
-
-
-try:
-    from detectron2.engine.train_loop import HookBase
-except ImportError:  # pragma: no cover
-    HookBase = object
-
-
-class AnchorCheckHook(HookBase):
-    """Runs :func:`check_anchors` once in ``before_train`` (after checkpoint loading, so the
-    anchors checked are the model's, e.g. those of a converted checkpoint), on the dataset
-    the training mapper draws from, in the main process. With MODEL.YOLOV7.AUTOANCHOR, better
-    anchors it finds replace those of the model and of the EMA model, in every process; their
-    ``anchors`` buffers are saved with the checkpoints. A resumed run keeps its checkpoint's
-    anchors and is not checked (as official). A failure is logged, never fatal."""
-
-    def __init__(self, cfg, dataset_dicts, config_hint: str = ""):
-        self.dataset = dataset_dicts
-        self.min_bpr = cfg.MODEL.YOLOV7.ANCHOR_CHECK_MIN_BPR
-        self.autoanchor = cfg.MODEL.YOLOV7.AUTOANCHOR
-        self.anchor_t = cfg.MODEL.YOLOV7.LOSS.ANCHOR_T
-        self.image_size = cfg.INPUT.YOLOV7.IMAGE_SIZE
-        self.seed = max(cfg.SEED, 0)
-        self.config_hint = config_hint or f"CONFIG (the full one: {cfg.OUTPUT_DIR}/config.yaml)"
-        self.result = None
-
-    def _models(self):
-        """The model and, with EMA, the EMA model (unwrapped from DDP)."""
-        model = self.trainer.model
-        ema = getattr(self.trainer, "ema", None)
-        return [getattr(model, "module", model)] + ([ema.ema] if ema is not None else [])
-
-    def _check(self):
-        """New anchors (levels, anchors per level, 2) to use, or None."""
-        anchors = self._models()[0].anchors.detach().cpu().numpy()
-        try:
-            self.result = check_anchors(
-                anchors.reshape(-1, 2), self.dataset, image_size=self.image_size,
-                anchor_t=self.anchor_t, min_bpr=self.min_bpr, seed=self.seed,
-                config_hint=self.config_hint, autoanchor=self.autoanchor,
-                levels=anchors.shape[0])
-        except Exception as e:  # a diagnostic must not stop training
-            logger.warning("anchor check failed (%s: %s); training goes on", type(e).__name__, e)
-        return (self.result or {}).get("new_anchors")
-
-    def before_train(self):
-        from detectron2.utils import comm
-
-        if self.dataset is None or self.trainer.start_iter > 0:
-            return
-        new = self._check() if comm.is_main_process() else None
-        if self.autoanchor:
-            new = comm.all_gather(new)[0]  # every process trains with the same anchors
-        if new is None:
-            return
-        for model in self._models():
-            model.anchors.copy_(model.anchors.new_tensor(new).view_as(model.anchors))

@@ -166,6 +166,9 @@ def add_yolov7_config(cfg: CN) -> None:
     sol.NOMINAL_BATCH_SIZE = 64
     # SGD with Nesterov momentum (official default).
     sol.NESTEROV = True
+    # "SGD" (official), "Adam" (official --adam: betas (MOMENTUM, 0.999), decay in the
+    # gradient) or "AdamW" (decoupled decay). Adam's BASE_LR is ~10x smaller than SGD's.
+    sol.OPTIMIZER = "SGD"
     # Warm-up: bias LR falls from this to the scheduled LR, momentum rises from WARMUP_MOMENTUM.
     sol.WARMUP_BIAS_LR = 0.1
     sol.WARMUP_MOMENTUM = 0.8

@@ -11,11 +11,10 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import Backbone
 
 from .data import YOLOv7MosaicMapper, YOLOv7TrainLoader
-from .modeling import YOLOv7Arch, YOLOv7Loss, YOLOv7PAN, get_arch
+from .modeling import YOLOv7Arch, YOLOv7PAN, get_arch
 from .modeling.arch import scale_width
 
-__all__ = ["neck_output_shapes", "scaled_widths", "yolov7_loss", "yolov7_train_loader",
-           "nominal_weight_decay"]
+__all__ = ["neck_output_shapes", "scaled_widths", "yolov7_train_loader"]
 
 
 class _StridesOnly(Backbone):
@@ -51,17 +50,6 @@ def scaled_widths(widths: Sequence[int], width_multiple: float = 1.0) -> List[in
     return [scale_width(int(w), width_multiple) for w in widths]
 
 
-def yolov7_loss(*, num_classes: int, num_levels: int, image_size: int, box_gain: float = 0.05,
-                cls_gain: float = 0.3, obj_gain: float = 0.7, **kwargs) -> YOLOv7Loss:
-    """:class:`YOLOv7Loss` from the gains of the official hyp files (as the yaml keys
-    MODEL.YOLOV7.LOSS.*_GAIN), rescaled for the classes, levels and training image size as
-    official train.py does (:meth:`YOLOv7Loss.official_gains`). ``kwargs``: the other
-    :class:`YOLOv7Loss` arguments."""
-    gains = YOLOv7Loss.official_gains(num_classes, num_levels, image_size, box_gain, cls_gain,
-                                      obj_gain)
-    return YOLOv7Loss(num_classes=num_classes, **gains, **kwargs)
-
-
 def yolov7_train_loader(*, mapper: YOLOv7MosaicMapper, total_batch_size: int,
                         **kwargs) -> YOLOv7TrainLoader:
     """:class:`~yolov7_d2.data.YOLOv7TrainLoader` sampling the mapper's own dataset (the one
@@ -72,9 +60,3 @@ def yolov7_train_loader(*, mapper: YOLOv7MosaicMapper, total_batch_size: int,
         raise ValueError(f"total_batch_size ({total_batch_size}) must be a multiple of the "
                          f"number of processes ({world_size})")
     return YOLOv7TrainLoader(mapper, batch_size=total_batch_size // world_size, **kwargs)
-
-
-def nominal_weight_decay(weight_decay: float, batch_size: int, nominal_batch_size: int) -> float:
-    """Official train.py: weight decay scaled by (batch x accumulation steps) / nominal batch."""
-    accumulate = max(round(nominal_batch_size / batch_size), 1)
-    return weight_decay * batch_size * accumulate / nominal_batch_size

@@ -10,7 +10,7 @@ output directory; unreadable images and bad boxes left out with warnings).
 from detectron2.config import LazyCall as L
 from omegaconf import OmegaConf
 from yolov7_d2.data import YOLOv7MosaicMapper, YOLOv7TestMapper, build_yolov7_test_loader
-from yolov7_d2.data.mapper import ResizeLongSide
+from yolov7_d2.data.mapper import BoxFilter, FlipProbs, MixProbs, PerspectiveRange, ResizeLongSide
 from yolov7_d2.data.validate import load_dataset_dicts
 from yolov7_d2.evaluation import YOLOv7COCOEvaluator
 from yolov7_d2.lazy import yolov7_train_loader
@@ -30,23 +30,14 @@ dataloader.train = L(yolov7_train_loader)(
         ),
         image_size=640,
         image_format="RGB",
-        mosaic_prob=1.0,
-        mosaic9_prob=0.2,
-        mixup_prob=0.15,
-        paste_in_prob=0.15,
-        degrees=0.0,
-        translate=0.2,
-        scale=0.9,
-        shear=0.0,
-        perspective=0.0,
+        mix=L(MixProbs)(mosaic=1.0, mosaic9=0.2, mixup=0.15, paste_in=0.15),
+        perspective=L(PerspectiveRange)(
+            degrees=0.0, translate=0.2, scale=0.9, shear=0.0, perspective=0.0
+        ),
         hsv_gains=[0.015, 0.7, 0.4],
-        flip_lr=0.5,
-        flip_ud=0.0,
-        # Swap x and y with this probability (not official; for overhead imagery).
-        transpose=0.0,
-        box_min_size=2.0,
-        box_max_aspect=20.0,
-        box_min_area_ratio=0.1,
+        # transpose: swap x and y with this probability (not official; for overhead imagery).
+        flips=L(FlipProbs)(lr=0.5, ud=0.0, transpose=0.0),
+        box_filter=L(BoxFilter)(min_size=2.0, max_aspect=20.0, min_area_ratio=0.1),
         # Mosaic, mixup and paste-in off for this many last iterations (0: never).
         close_mosaic_iters=0,
         max_iter="${train.max_iter}",

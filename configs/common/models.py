@@ -8,8 +8,8 @@ heads follow it), ``model.loss.*_gain`` (the official hyp values, rescaled when 
 classes, levels and ``dataloader.train.mapper.image_size``, as MODEL.YOLOV7.LOSS in yaml).
 """
 from detectron2.config import LazyCall as L
-from yolov7_d2.lazy import neck_output_shapes, scaled_widths, yolov7_loss
-from yolov7_d2.modeling import ELANBackbone, YOLOv7, YOLOv7Head, YOLOv7PAN, get_arch
+from yolov7_d2.lazy import neck_output_shapes, scaled_widths
+from yolov7_d2.modeling import ELANBackbone, YOLOv7, YOLOv7Head, YOLOv7Loss, YOLOv7PAN, get_arch
 
 # From inside a head's ``input_shapes`` / ``conv_channels`` node, up to the model.
 _WIDTH = "${...backbone.width_multiple}"
@@ -64,7 +64,7 @@ def yolov7_model(arch_name: str = "yolov7"):
         max_detections=300,
         max_nms_candidates=30000,
         multi_label=True,
-        loss=L(yolov7_loss)(
+        loss=L(YOLOv7Loss)(
             num_classes="${..num_classes}",
             num_levels=arch.num_levels,
             image_size="${dataloader.train.mapper.image_size}",
@@ -75,6 +75,7 @@ def yolov7_model(arch_name: str = "yolov7"):
             balance=None,
             anchor_t=4.0,
             label_smoothing=0.0,
+            aux=has_aux,
             aux_weight=0.25,
             topk=None,
             gt_chunk=256,

@@ -22,6 +22,11 @@ train = dict(
     ema=dict(enabled=True, decay=0.9999, tau=2000.0),
     # Official --multi-scale: each batch resized to 0.5-1.5x the training size.
     multi_scale=False,
+    # At start, the best possible recall of the anchors on the training boxes; below min_bpr,
+    # computed anchors replace them (autoanchor) or a warning says so (min_bpr 0: no check).
+    anchor_check=dict(min_bpr=0.98, autoanchor=True),
+    # labels.png and train_batch.jpg in output_dir/artifacts/train at start.
+    artifacts=True,
     amp=dict(enabled=False),
     ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),
     checkpointer=dict(period=None, max_to_keep=100),

@@ -1,6 +1,7 @@
 """Data pipeline of YOLOv7 for detectron2: the train-time mosaic mapper, the evaluation
-mapper, and helpers that prepare and register real datasets reachable from package
-registries. Importing this package registers nothing; call ``register_*``."""
+mapper, and dataset registration (YOLO, VOC and COCO files; two bundled real datasets that
+``tools/prepare_datasets.py`` fetches from package registries). Importing this package
+registers nothing; call ``register_*``."""
 from .mapper import (
     ImageLoadError,
     YOLOv7MosaicMapper,
@@ -12,8 +13,6 @@ from .mapper import (
 from .stream import YOLOv7TrainLoader
 from .datasets import (
     datasets_root,
-    prepare_deepforest,
-    prepare_labelme_examples,
     register_deepforest,
     register_labelme_examples,
     register_voc_dataset,
@@ -29,8 +28,6 @@ __all__ = [
     "build_yolov7_test_loader",
     "ImageLoadError",
     "datasets_root",
-    "prepare_deepforest",
-    "prepare_labelme_examples",
     "register_deepforest",
     "register_labelme_examples",
     "register_yolo_dataset",

@@ -5,9 +5,10 @@ make the whole pipeline reproducible. Images are HxWxC uint8 arrays (any channel
 for :func:`augment_hsv`, which is told the order); annotations travel in :class:`Targets`
 (pixel coordinates of the image they belong to).
 
-The probabilities, ranges and order of operations follow the official YOLOv7
-``utils/datasets.py`` (see section 8 of the project notes ``shared/OFFICIAL_FACTS.md``, beside
-the checkout); this is an independent implementation. Departures are listed where they occur.
+The probabilities, ranges and order of operations follow ``utils/datasets.py`` of the official
+YOLOv7 (https://github.com/WongKinYiu/yolov7: ``load_image``, ``load_mosaic``,
+``load_mosaic9``, ``random_perspective``, ``box_candidates``, ``augment_hsv``, ``pastein``);
+this is an independent implementation. Departures are listed where they occur.
 """
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ import cv2
 import numpy as np
 
 __all__ = [
-    "GREY",
+    "PAD_VALUE",
     "Targets",
     "PasteSample",
+    "PerspectiveRange",
+    "BoxFilter",
     "resize_long_side",
-    "letterbox",
+    "fit_centered",
     "mosaic4",
     "mosaic9",
     "random_perspective",
@@ -33,11 +36,13 @@ __all__ = [
     "paste_in",
     "flip_lr",
     "flip_ud",
+    "transpose",
     "resample_polygon",
 ]
 
-#: Fill value of every border the augmentations create (official letterbox / mosaic grey).
-GREY = 114
+#: Grey level (0..255) of every border: those the augmentations create (official: 114 in
+#: ``letterbox``, ``load_mosaic``, ``random_perspective``) and the model's batch padding.
+PAD_VALUE = 114.0
 #: Outline points per polygon part when a polygon is warped (official: 1000 per segment).
 POLYGON_POINTS = 1000
 
@@ -110,17 +115,18 @@ def resize_long_side(img: np.ndarray, size: int, interpolation: int) -> Tuple[np
     return cv2.resize(img, (new_w, new_h), interpolation=interpolation), r
 
 
-def letterbox(img: np.ndarray, size: int, interpolation: int = cv2.INTER_LINEAR
-              ) -> Tuple[np.ndarray, float, Tuple[int, int]]:
-    """Fit ``img`` into a ``size`` x ``size`` grey canvas, centred (odd padding: the extra
-    pixel goes right / bottom, as the official letterbox). Returns canvas, scale, (pad_x, pad_y)."""
+def fit_centered(img: np.ndarray, size: int, interpolation: int = cv2.INTER_LINEAR
+                 ) -> Tuple[np.ndarray, float, Tuple[int, int]]:
+    """Resize ``img`` so that its long side is ``size`` (aspect kept) and centre it on a
+    ``size`` x ``size`` grey canvas (odd padding: the extra pixel goes right / bottom, as the
+    official ``letterbox``). Returns canvas, scale, (pad_x, pad_y)."""
     h, w = img.shape[:2]
     r = 1.0
     if max(h, w) != size:
         img, r = resize_long_side(img, size, interpolation)
         h, w = img.shape[:2]
     pad_x, pad_y = (size - w) // 2, (size - h) // 2
-    canvas = np.full((size, size, img.shape[2]), GREY, dtype=np.uint8)
+    canvas = np.full((size, size, img.shape[2]), PAD_VALUE, dtype=np.uint8)
     canvas[pad_y:pad_y + h, pad_x:pad_x + w] = img
     return canvas, r, (pad_x, pad_y)
 
@@ -131,7 +137,7 @@ def _paste_tiles(canvas_hw: Tuple[int, int], tiles: Sequence[Tuple[np.ndarray, T
     """Place each tile with its top-left corner at ``origin`` (may be negative or reach past
     the canvas: the outside part is cut), on a grey canvas; targets follow, clamped to it."""
     ch, cw = canvas_hw
-    canvas = np.full((ch, cw, tiles[0][0].shape[2]), GREY, dtype=np.uint8)
+    canvas = np.full((ch, cw, tiles[0][0].shape[2]), PAD_VALUE, dtype=np.uint8)
     moved = []
     for (img, targets), (ox, oy) in zip(tiles, origins):
         h, w = img.shape[:2]
@@ -233,13 +239,42 @@ def _warp_polygon_box(polygon: Polygon, matrix: np.ndarray, projective: bool,
     return np.concatenate([xy.min(0), xy.max(0)])
 
 
-def box_candidates(before: np.ndarray, after: np.ndarray, min_size: float = 2.0,
-                   max_aspect: float = 20.0, min_area_ratio=0.1, eps: float = 1e-16) -> np.ndarray:
-    """(N,) bool: boxes worth keeping after an augmentation (official ``box_candidates``).
+@dataclass(frozen=True)
+class PerspectiveRange:
+    """Ranges of :func:`random_perspective` (official ``hyp`` keys of the same names):
+    rotation U(-degrees, degrees) in degrees; scale gain U(1 - scale, 1.1 + scale); shear
+    U(-shear, shear) in degrees on each axis; translation U(0.5 - translate, 0.5 + translate)
+    of the output size; perspective U(-perspective, perspective) (0: affine only)."""
+
+    degrees: float = 0.0
+    translate: float = 0.2
+    scale: float = 0.9
+    shear: float = 0.0
+    perspective: float = 0.0
+
+
+@dataclass(frozen=True)
+class BoxFilter:
+    """Which boxes survive an augmentation (see :func:`box_candidates`): width and height over
+    ``min_size`` px, aspect (long / short) under ``max_aspect``, area over ``min_area_ratio``
+    of the box before the warp times its scale (``polygon_min_area_ratio`` for instances
+    whose box is re-fitted around their warped polygon)."""
+
+    min_size: float = 2.0
+    max_aspect: float = 20.0
+    min_area_ratio: float = 0.1
+    polygon_min_area_ratio: float = 0.01
+
+
+def box_candidates(before: Optional[np.ndarray], after: np.ndarray, min_size: float,
+                   max_aspect: float, min_area_ratio=None, eps: float = 1e-16) -> np.ndarray:
+    """(N,) bool: boxes worth keeping after an augmentation (official ``box_candidates``; the
+    thresholds of a :class:`BoxFilter`).
 
     Kept: width and height above ``min_size`` px, aspect ratio (long / short) below
     ``max_aspect``, and area above ``min_area_ratio`` (a scalar or (N,) array) times the
-    area of the same box ``before`` the augmentation. ``before`` may be None (no area test).
+    area of the same box ``before`` the augmentation. ``before`` may be None (no area test,
+    no ``min_area_ratio`` needed).
 
     Departure: a box of zero area ``before`` is never kept. It is an object clipped away
     (outside its image or the mosaic canvas); the official ratio test passes it (x / eps),
@@ -255,11 +290,10 @@ def box_candidates(before: np.ndarray, after: np.ndarray, min_size: float = 2.0,
 
 
 def random_perspective(img: np.ndarray, targets: Targets, out_size: int, rng: np.random.Generator,
-                       *, degrees: float = 0.0, translate: float = 0.2, scale: float = 0.9,
-                       shear: float = 0.0, perspective: float = 0.0, min_size: float = 2.0,
-                       max_aspect: float = 20.0, min_area_ratio: float = 0.1,
-                       polygon_min_area_ratio: float = 0.01) -> Tuple[np.ndarray, Targets, int]:
-    """Random rotation / scale / shear / translation / perspective, output ``out_size`` square.
+                       ranges: PerspectiveRange = PerspectiveRange(),
+                       box_filter: BoxFilter = BoxFilter()) -> Tuple[np.ndarray, Targets, int]:
+    """Random rotation / scale / shear / translation / perspective within ``ranges``, output
+    ``out_size`` square.
 
     The input is centred on the origin, then (official order) warped by perspective, rotation
     with scale ``U(1 - scale, 1.1 + scale)``, shear, and moved to ``U(0.5 - t, 0.5 + t)`` of
@@ -268,29 +302,30 @@ def random_perspective(img: np.ndarray, targets: Targets, out_size: int, rng: np
 
     Instances with a polygon get their box re-fitted around the warped outline (resampled to
     ``POLYGON_POINTS`` points per part, points outside the canvas ignored) and pass the area
-    test at ``polygon_min_area_ratio`` (official: 0.01 with segments); box-only instances
-    get the box around their 4 warped corners, clipped, and ``min_area_ratio``. Boxes failing
-    :func:`box_candidates` are dropped. Returns (image, targets without polygons, #dropped).
+    test at ``box_filter.polygon_min_area_ratio`` (official: 0.01 with segments); box-only
+    instances get the box around their 4 warped corners, clipped, and ``min_area_ratio``.
+    Boxes failing ``box_filter`` are dropped. Returns (image, targets without polygons,
+    #dropped).
     """
     in_h, in_w = img.shape[:2]
     size = out_size
     center = np.eye(3)
     center[:2, 2] = (-in_w / 2, -in_h / 2)
     persp = np.eye(3)
-    persp[2, :2] = rng.uniform(-perspective, perspective, size=2)
-    angle = rng.uniform(-degrees, degrees)
-    gain = rng.uniform(1 - scale, 1.1 + scale)
+    persp[2, :2] = rng.uniform(-ranges.perspective, ranges.perspective, size=2)
+    angle = rng.uniform(-ranges.degrees, ranges.degrees)
+    gain = rng.uniform(1 - ranges.scale, 1.1 + ranges.scale)
     rot = np.eye(3)
     rot[:2] = cv2.getRotationMatrix2D(center=(0, 0), angle=angle, scale=gain)
     skew = np.eye(3)
-    skew[0, 1], skew[1, 0] = np.tan(np.deg2rad(rng.uniform(-shear, shear, size=2)))
+    skew[0, 1], skew[1, 0] = np.tan(np.deg2rad(rng.uniform(-ranges.shear, ranges.shear, size=2)))
     move = np.eye(3)
-    move[:2, 2] = rng.uniform(0.5 - translate, 0.5 + translate, size=2) * size
+    move[:2, 2] = rng.uniform(0.5 - ranges.translate, 0.5 + ranges.translate, size=2) * size
     matrix = move @ skew @ rot @ persp @ center  # applied right to left
-    projective = bool(perspective)
+    projective = bool(ranges.perspective)
 
     if (in_h, in_w) != (size, size) or not np.allclose(matrix, np.eye(3)):
-        border = (GREY,) * img.shape[2]
+        border = (PAD_VALUE,) * img.shape[2]
         if projective:
             img = cv2.warpPerspective(img, matrix, (size, size), borderValue=border)
         else:
@@ -304,8 +339,9 @@ def random_perspective(img: np.ndarray, targets: Targets, out_size: int, rng: np
     has_poly = targets.has_polygon
     for i in np.flatnonzero(has_poly):
         new[i] = _warp_polygon_box(targets.polygons[i], matrix, projective, size, size)
-    area_ratio = np.where(has_poly, polygon_min_area_ratio, min_area_ratio)
-    keep = box_candidates(targets.boxes * gain, new, min_size, max_aspect, area_ratio)
+    area_ratio = np.where(has_poly, box_filter.polygon_min_area_ratio, box_filter.min_area_ratio)
+    keep = box_candidates(targets.boxes * gain, new, box_filter.min_size, box_filter.max_aspect,
+                          area_ratio)
     return img, Targets(new[keep], targets.classes[keep]), int((~keep).sum())
 
 

@@ -3,7 +3,9 @@ state-of-the-art for real-time object detectors", 2022) for detectron2.
 
 * :class:`YOLOv7MosaicMapper`: the official train-time pipeline (mosaic / mosaic-9, random
   perspective, mixup, HSV, paste-in, flips, box filter) on detectron2 dataset dicts, with
-  mosaic partners drawn from the whole dataset and a seeded, worker-safe random stream.
+  mosaic partners drawn from the whole dataset and a seeded, worker-safe random stream. Its
+  settings come in small frozen groups: :class:`MixProbs`, :class:`~.augment.PerspectiveRange`,
+  :class:`FlipProbs`, :class:`~.augment.BoxFilter`.
 * :func:`build_yolov7_train_loader`: a :class:`~.stream.YOLOv7TrainLoader` with that mapper
   and detectron2's training sampler over the same dataset dicts (loaded and serialized once),
   whose batches depend on the seeds and the iteration only (a resumed run sees the
@@ -17,6 +19,7 @@ import itertools
 import logging
 import zlib
 from collections import Counter
+from dataclasses import dataclass, fields
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
@@ -35,13 +38,17 @@ from detectron2.structures import Boxes, BoxMode, Instances
 from detectron2.utils import comm
 
 from . import augment as A
-from .augment import Targets
+from .augment import BoxFilter, PerspectiveRange, Targets
 from .image_io import ImageLoadError, read_image
 from .stream import YOLOv7TrainLoader
 from .validate import dataset_dicts_from_config
 
 __all__ = [
     "YOLOv7MosaicMapper",
+    "MixProbs",
+    "FlipProbs",
+    "PerspectiveRange",
+    "BoxFilter",
     "build_yolov7_train_loader",
     "build_yolov7_test_mapper",
     "build_yolov7_test_loader",
@@ -63,32 +70,72 @@ PASTE_MAX_GROUPS = 10
 MAX_REDRAWS = 10
 
 
+def _check_probabilities(group) -> None:
+    """ValueError naming the field of the dataclass ``group`` that is not in [0, 1]."""
+    for f in fields(group):
+        p = getattr(group, f.name)
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"{type(group).__name__}.{f.name} is a probability: it must be in "
+                             f"[0, 1], got {p!r}")
+
+
+@dataclass(frozen=True)
+class MixProbs:
+    """Probabilities of the steps that bring in other images (official ``hyp`` keys
+    ``mosaic``, ``mixup``, ``paste_in``): ``mosaic`` of a sample being a mosaic, ``mosaic9``
+    of a mosaic having 9 images instead of 4, ``mixup`` of a mosaic being blended with a
+    second one, ``paste_in`` of objects of other images being pasted in."""
+
+    mosaic: float = 1.0
+    mosaic9: float = 0.2
+    mixup: float = 0.15
+    paste_in: float = 0.15
+
+    def __post_init__(self):
+        _check_probabilities(self)
+
+
+@dataclass(frozen=True)
+class FlipProbs:
+    """Probabilities of flipping left-right (``lr``) and up-down (``ud``), and of swapping x
+    and y (``transpose``: not official; with both flips at 0.5, all 8 right-angle rotations
+    and reflections equally likely, for overhead imagery, which has no up)."""
+
+    lr: float = 0.5
+    ud: float = 0.0
+    transpose: float = 0.0
+
+    def __post_init__(self):
+        _check_probabilities(self)
+
+
 class YOLOv7MosaicMapper:
     """Maps one detectron2 dataset dict to a YOLOv7 training sample (official train-time
     augmentation of ``utils/datasets.py``).
 
-    Pipeline (``is_train=True``), each step with the probability of its argument:
+    Pipeline (``is_train=True``), each step with its probability in ``mix`` or ``flips``:
 
-    1. ``mosaic_prob``: a mosaic of the sample and 3 random dataset images (``mosaic9_prob``
+    1. ``mix.mosaic``: a mosaic of the sample and 3 random dataset images (``mix.mosaic9``
        of them: 8 images, 9-mosaic), every image first resized so its long side is
        ``image_size`` (aspect kept, INTER_LINEAR), then :func:`~.augment.random_perspective`
-       crops it back to ``image_size`` square; ``mixup_prob``: a second such mosaic blended
-       in with ratio Beta(8, 8). Otherwise (or once mosaic is closed): the image letterboxed
-       to ``image_size`` square with grey 114 and the same random perspective.
-    2. HSV gains; then ``paste_in_prob``: object cut-outs along their polygons from other
+       (``perspective`` ranges) crops it back to ``image_size`` square; ``mix.mixup``: a
+       second such mosaic blended in with ratio Beta(8, 8). Otherwise (or once mosaic is
+       closed): the image resized and centred on an ``image_size`` square, grey
+       (:func:`~.augment.fit_centered`), and the same random perspective.
+    2. HSV gains; then ``mix.paste_in``: object cut-outs along their polygons from other
        random images pasted in (needs polygon annotations: box-only datasets paste nothing,
        as in the official code). Official order: paste-in after HSV.
-    3. Flips up-down (``flip_ud``) and left-right (``flip_lr``).
-    4. The box filter: the perspective step drops boxes failing ``box_candidates`` (width and
-       height over ``box_min_size`` px, aspect under ``box_max_aspect``, area over
-       ``box_min_area_ratio`` of the pre-warp box times the scale; ``polygon_min_area_ratio``
-       for instances with polygons, whose box is re-fitted around the warped outline); all
-       final boxes are checked again for size and aspect (mixup and paste-in add boxes).
-       Dropped boxes are counted in :attr:`stats` and logged at DEBUG level.
+    3. Flips up-down (``flips.ud``) and left-right (``flips.lr``), then ``flips.transpose``.
+    4. The box filter (``box_filter``): the perspective step drops boxes failing it (see
+       :class:`~.augment.BoxFilter`; instances with polygons get their box re-fitted around
+       the warped outline); all final boxes are checked again for size and aspect (mixup and
+       paste-in add boxes). Dropped boxes are counted in :attr:`stats` and logged at DEBUG
+       level.
 
-    ``is_train=False`` letterboxes without any randomness (INTER_AREA when shrinking, as the
-    official evaluation); boxes stay in the canvas coordinates. For COCO evaluation, which
-    needs boxes in original image coordinates, use :func:`build_yolov7_test_mapper`.
+    ``is_train=False`` resizes and centres the image without any randomness (INTER_AREA when
+    shrinking, as the official evaluation); boxes stay in the canvas coordinates. For COCO
+    evaluation, which needs boxes in original image coordinates, use
+    :func:`build_yolov7_test_mapper`.
 
     Files are read with :func:`~.image_io.read_image`. In training, a sample whose image (or
     a partner's) cannot be read, e.g. deleted after the dataset was validated, is replaced by
@@ -123,23 +170,11 @@ class YOLOv7MosaicMapper:
         dataset_dicts: Optional[Sequence[dict]] = None,
         image_size: int = 640,
         image_format: str = "RGB",
-        mosaic_prob: float = 1.0,
-        mosaic9_prob: float = 0.2,
-        mixup_prob: float = 0.15,
-        paste_in_prob: float = 0.15,
-        degrees: float = 0.0,
-        translate: float = 0.2,
-        scale: float = 0.9,
-        shear: float = 0.0,
-        perspective: float = 0.0,
+        mix: MixProbs = MixProbs(),
+        perspective: PerspectiveRange = PerspectiveRange(),
         hsv_gains: Tuple[float, float, float] = (0.015, 0.7, 0.4),
-        flip_lr: float = 0.5,
-        flip_ud: float = 0.0,
-        transpose: float = 0.0,
-        box_min_size: float = 2.0,
-        box_max_aspect: float = 20.0,
-        box_min_area_ratio: float = 0.1,
-        polygon_min_area_ratio: float = 0.01,
+        flips: FlipProbs = FlipProbs(),
+        box_filter: BoxFilter = BoxFilter(),
         close_mosaic_iters: int = 0,
         max_iter: int = 0,
         seed: Optional[int] = 0,
@@ -147,22 +182,19 @@ class YOLOv7MosaicMapper:
     ):
         """
         Args:
-            is_train (bool): random augmentation (True) or a plain letterbox (False).
+            is_train (bool): random augmentation (True) or only the resize and centring
+                (False).
             dataset_dicts (list[dict] or detectron2 DatasetFromList): the whole dataset, where
                 mosaic / mixup / paste-in partners are drawn from (uniformly, with
                 replacement). A list is serialized into a DatasetFromList (compact, shared
                 by forked workers). Needed when any of those probabilities is > 0.
             image_size (int): side of the square output canvas (long side of each image).
             image_format (str): "RGB" or "BGR", as detectron2's ``INPUT.FORMAT``.
-            mosaic_prob, mosaic9_prob, mixup_prob, paste_in_prob (float): see the class doc.
-            degrees, translate, scale, shear, perspective (float): random perspective ranges.
+            mix (MixProbs): probabilities of mosaic, 9-mosaic, mixup and paste-in.
+            perspective (PerspectiveRange): ranges of the random perspective.
             hsv_gains (tuple[float]): hue, saturation, value gains.
-            flip_lr, flip_ud (float): flip probabilities.
-            transpose (float): probability of swapping x and y (not official; with both flips
-                at 0.5, all 8 right-angle rotations and reflections equally likely: for
-                overhead imagery, which has no up).
-            box_min_size, box_max_aspect, box_min_area_ratio, polygon_min_area_ratio (float):
-                the box filter (see the class doc).
+            flips (FlipProbs): probabilities of the flips and of the transpose.
+            box_filter (BoxFilter): which boxes are kept (see the class doc).
             close_mosaic_iters (int): mosaic, mixup and paste-in off for this many last
                 iterations of ``max_iter`` (0: never), for samples mapped with their iteration.
             max_iter (int): the training length in iterations.
@@ -176,7 +208,7 @@ class YOLOv7MosaicMapper:
             raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
         if close_mosaic_iters > 0 and max_iter <= 0:
             raise ValueError("close_mosaic_iters > 0 needs max_iter (cfg.SOLVER.MAX_ITER) > 0")
-        needs_partners = is_train and (mosaic_prob > 0 or paste_in_prob > 0)
+        needs_partners = is_train and (mix.mosaic > 0 or mix.paste_in > 0)
         if needs_partners and not dataset_dicts:
             raise ValueError("mosaic and paste-in draw partner images from the dataset: pass "
                              "dataset_dicts (the whole list of dataset dicts)")
@@ -186,16 +218,9 @@ class YOLOv7MosaicMapper:
         self.is_train = is_train
         self.image_size = int(image_size)
         self.image_format = image_format
-        self.mosaic_prob, self.mosaic9_prob = mosaic_prob, mosaic9_prob
-        self.mixup_prob, self.paste_in_prob = mixup_prob, paste_in_prob
-        self.perspective_args = dict(
-            degrees=degrees, translate=translate, scale=scale, shear=shear,
-            perspective=perspective, min_size=box_min_size, max_aspect=box_max_aspect,
-            min_area_ratio=box_min_area_ratio, polygon_min_area_ratio=polygon_min_area_ratio)
+        self.mix, self.perspective = mix, perspective
         self.hsv_gains = tuple(hsv_gains)
-        self.flip_lr_prob, self.flip_ud_prob = flip_lr, flip_ud
-        self.transpose_prob = transpose
-        self.box_min_size, self.box_max_aspect = box_min_size, box_max_aspect
+        self.flips, self.box_filter = flips, box_filter
         self.close_mosaic_iters, self.max_iter = int(close_mosaic_iters), int(max_iter)
         if seed is None:
             seed = int(np.random.SeedSequence().entropy % (2**63))
@@ -225,22 +250,15 @@ class YOLOv7MosaicMapper:
             "dataset_dicts": dataset_dicts,
             "image_size": aug.IMAGE_SIZE,
             "image_format": cfg.INPUT.FORMAT,
-            "mosaic_prob": aug.MOSAIC_PROB,
-            "mosaic9_prob": aug.MOSAIC9_PROB,
-            "mixup_prob": aug.MIXUP_PROB,
-            "paste_in_prob": aug.PASTE_IN_PROB,
-            "degrees": aug.DEGREES,
-            "translate": aug.TRANSLATE,
-            "scale": aug.SCALE,
-            "shear": aug.SHEAR,
-            "perspective": aug.PERSPECTIVE,
+            "mix": MixProbs(mosaic=aug.MOSAIC_PROB, mosaic9=aug.MOSAIC9_PROB,
+                            mixup=aug.MIXUP_PROB, paste_in=aug.PASTE_IN_PROB),
+            "perspective": PerspectiveRange(degrees=aug.DEGREES, translate=aug.TRANSLATE,
+                                            scale=aug.SCALE, shear=aug.SHEAR,
+                                            perspective=aug.PERSPECTIVE),
             "hsv_gains": (aug.HSV_H, aug.HSV_S, aug.HSV_V),
-            "flip_lr": aug.FLIP_LR,
-            "flip_ud": aug.FLIP_UD,
-            "transpose": aug.TRANSPOSE,
-            "box_min_size": aug.BOX_MIN_SIZE,
-            "box_max_aspect": aug.BOX_MAX_ASPECT,
-            "box_min_area_ratio": aug.BOX_MIN_AREA_RATIO,
+            "flips": FlipProbs(lr=aug.FLIP_LR, ud=aug.FLIP_UD, transpose=aug.TRANSPOSE),
+            "box_filter": BoxFilter(min_size=aug.BOX_MIN_SIZE, max_aspect=aug.BOX_MAX_ASPECT,
+                                    min_area_ratio=aug.BOX_MIN_AREA_RATIO),
             "close_mosaic_iters": aug.CLOSE_MOSAIC_ITERS,
             "max_iter": cfg.SOLVER.MAX_ITER,
             "seed": cfg.SEED if cfg.SEED >= 0 else None,
@@ -325,7 +343,7 @@ class YOLOv7MosaicMapper:
 
     # ------------------------------------------------------------------ pipeline steps
     def _mosaic(self, first: dict, rng: np.random.Generator) -> Tuple[np.ndarray, Targets]:
-        nine = rng.random() < self.mosaic9_prob
+        nine = rng.random() < self.mix.mosaic9
         dicts = [first] + [self._partner(rng) for _ in range(8 if nine else 3)]
         tiles = [self._load(d) for d in dicts]
         build = A.mosaic9 if nine else A.mosaic4
@@ -334,7 +352,7 @@ class YOLOv7MosaicMapper:
 
     def _perspective(self, image, targets, rng):
         image, targets, dropped = A.random_perspective(
-            image, targets, self.image_size, rng, **self.perspective_args)
+            image, targets, self.image_size, rng, self.perspective, self.box_filter)
         self.stats["dropped_by_filter"] += dropped
         return image, targets
 
@@ -352,23 +370,24 @@ class YOLOv7MosaicMapper:
 
     def _augment(self, dataset_dict: dict, rng,
                  mosaic_on: bool) -> Tuple[np.ndarray, Targets]:
-        if mosaic_on and rng.random() < self.mosaic_prob:
+        mix, flips = self.mix, self.flips
+        if mosaic_on and rng.random() < mix.mosaic:
             image, targets = self._mosaic(dataset_dict, rng)
-            if rng.random() < self.mixup_prob:
+            if rng.random() < mix.mixup:
                 image2, targets2 = self._mosaic(self._partner(rng), rng)
                 image, targets = A.mixup(image, targets, image2, targets2, rng)
         else:
-            image, targets = self._letterboxed(dataset_dict)
+            image, targets = self._load_centered(dataset_dict)
             image, targets = self._perspective(image, targets, rng)
         A.augment_hsv(image, self.hsv_gains, rng, rgb=self.image_format == "RGB")
-        if mosaic_on and rng.random() < self.paste_in_prob:
+        if mosaic_on and rng.random() < mix.paste_in:
             targets = self._paste_in(image, targets, rng)
-        if rng.random() < self.flip_ud_prob:
+        if rng.random() < flips.ud:
             image, targets = A.flip_ud(image, targets)
-        if rng.random() < self.flip_lr_prob:
+        if rng.random() < flips.lr:
             image, targets = A.flip_lr(image, targets)
         # Drawn only when enabled, so that official pipelines keep their random stream.
-        if self.transpose_prob > 0 and rng.random() < self.transpose_prob:
+        if flips.transpose > 0 and rng.random() < flips.transpose:
             image, targets = A.transpose(image, targets)
         return image, targets
 
@@ -391,9 +410,10 @@ class YOLOv7MosaicMapper:
                 self.stats["unreadable_skipped"] += 1
                 dataset_dict = self._partner(rng)
 
-    def _letterboxed(self, dataset_dict: dict) -> Tuple[np.ndarray, Targets]:
+    def _load_centered(self, dataset_dict: dict) -> Tuple[np.ndarray, Targets]:
+        """Image and targets of :meth:`_load`, centred on the ``image_size`` square canvas."""
         image, targets = self._load(dataset_dict)
-        image, _, (pad_x, pad_y) = A.letterbox(image, self.image_size)
+        image, _, (pad_x, pad_y) = A.fit_centered(image, self.image_size)
         return image, targets.affine(1.0, pad_x, pad_y)
 
     # ------------------------------------------------------------------ call
@@ -415,13 +435,14 @@ class YOLOv7MosaicMapper:
             dataset_dict, (image, targets) = self._augment_readable(
                 dataset_dict, rng, self.mosaic_enabled(iteration))
         else:
-            image, targets = self._letterboxed(dataset_dict)
+            image, targets = self._load_centered(dataset_dict)
         # Final check on every box (mixup and paste-in add boxes after the perspective filter).
         size = self.image_size
         boxes = targets.boxes.copy()
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, size)
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, size)
-        keep = A.box_candidates(None, boxes, self.box_min_size, self.box_max_aspect)
+        keep = A.box_candidates(None, boxes, self.box_filter.min_size,
+                                self.box_filter.max_aspect)
         self.stats["dropped_by_filter"] += int((~keep).sum())
         self.stats["samples"] += 1
         if logger.isEnabledFor(logging.DEBUG):
@@ -564,10 +585,11 @@ def at_least_one_pixel(transform: T.Transform) -> T.Transform:
 
 def build_yolov7_test_mapper(cfg) -> YOLOv7TestMapper:
     """Evaluation mapper: long side resized to ``cfg.INPUT.YOLOV7.IMAGE_SIZE`` (up or down,
-    aspect kept, bilinear), no padding here: the model pads the batch to its stride with
-    grey 114. That is the official ``test.py`` letterbox (load_image long side = size, pad to
-    a stride multiple), except that the official rectangular batches add up to half a
-    stride of extra padding. Outputs keep the original "height"/"width" so predictions are
+    aspect kept, bilinear), no padding here: the model pads the batch bottom / right to a
+    multiple of its stride with grey :data:`~.augment.PAD_VALUE`. That is the official
+    ``test.py`` preprocessing (``load_image``: long side = size; ``letterbox``: padding to a
+    stride multiple), except that the official rectangular batches add up to half a stride of
+    extra padding. Outputs keep the original "height"/"width" so predictions are
     rescaled to the original image by the model's postprocessing.
     """
     size = cfg.INPUT.YOLOV7.IMAGE_SIZE

@@ -40,7 +40,7 @@ from detectron2.data.build import filter_images_with_only_crowd_annotations
 from detectron2.structures import BoxMode
 from detectron2.utils import comm
 
-from .datasets.yolo_format import MAX_LOGGED, BadLabels, check_on_bad_label
+from .datasets.bad_labels import MAX_LOGGED, BadLabels, check_on_bad_label
 from .image_io import ImageLoadError, image_check
 
 __all__ = [

@@ -1,5 +1,4 @@
 """Training: the YOLOv7 trainer, its optimizer, schedule and EMA."""
-from .best_model import EarlyStop, EarlyStopHook, best_model_hooks
 from .ema import ModelEMA, unwrap_model
 from .epochs import (
     EpochSchedule,
@@ -9,7 +8,21 @@ from .epochs import (
 )
 from .run_setup import setup_yolov7_run
 from .optimizer import build_yolov7_optimizer, yolov7_param_groups
-from .schedule import YOLOv7LRScheduler, accumulation_steps, lr_factor
-from .trainer import MultiScale, YOLOv7Trainer, YOLOv7TrainLoop
+from .schedule import (
+    YOLOv7LRScheduler,
+    accumulation_steps,
+    lr_factor,
+    nominal_accumulation,
+    nominal_weight_decay,
+)
+from .hooks import (
+    AnchorCheckHook,
+    EarlyStop,
+    EarlyStopHook,
+    TrainingArtifactsHook,
+    best_model_hooks,
+    yolov7_training_hooks,
+)
+from .trainer import MultiScale, YOLOv7Trainer, YOLOv7TrainLoop, yolov7_train_loop
 
 __all__ = [k for k in globals().keys() if not k.startswith("_")]

@@ -34,8 +34,20 @@ def yolov7_param_groups(model: nn.Module, weight_decay: float) -> List[dict]:
     ]
 
 
+#: SOLVER.YOLOV7.OPTIMIZER values: official SGD, official ``--adam`` (Adam, L2 decay in the
+#: gradient), and AdamW (decoupled decay; Ultralytics' choice for short runs).
+OPTIMIZERS = ("SGD", "Adam", "AdamW")
+
+
 def build_yolov7_optimizer(model: nn.Module, *, base_lr: float, momentum: float,
-                           weight_decay: float, nesterov: bool = True) -> torch.optim.SGD:
-    """SGD(momentum, Nesterov) over :func:`yolov7_param_groups`."""
-    return torch.optim.SGD(yolov7_param_groups(model, weight_decay), lr=base_lr,
-                           momentum=momentum, nesterov=nesterov)
+                           weight_decay: float, nesterov: bool = True,
+                           name: str = "SGD") -> torch.optim.Optimizer:
+    """``name`` over :func:`yolov7_param_groups`: SGD(momentum, Nesterov), or Adam / AdamW
+    with betas (momentum, 0.999) as official ``--adam``."""
+    groups = yolov7_param_groups(model, weight_decay)
+    if name == "SGD":
+        return torch.optim.SGD(groups, lr=base_lr, momentum=momentum, nesterov=nesterov)
+    if name in ("Adam", "AdamW"):
+        return getattr(torch.optim, name)(groups, lr=base_lr, betas=(momentum, 0.999))
+    raise ValueError(f"SOLVER.YOLOV7.OPTIMIZER must be one of {', '.join(OPTIMIZERS)}, "
+                     f"got {name!r}")

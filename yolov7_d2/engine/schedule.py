@@ -4,7 +4,8 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["lr_factor", "warmup_values", "accumulation_steps", "YOLOv7LRScheduler"]
+__all__ = ["lr_factor", "warmup_values", "nominal_accumulation", "accumulation_steps",
+           "nominal_weight_decay", "YOLOv7LRScheduler"]
 
 
 def lr_factor(progress: float, final_ratio: float, decay: str = "cosine") -> float:
@@ -24,10 +25,22 @@ def warmup_values(iteration: int, warmup_iters: int, start: float, end: float) -
     return float(np.interp(iteration, [0, warmup_iters], [start, end]))
 
 
+def nominal_accumulation(batch_size: int, nominal: int) -> int:
+    """Batches per optimizer step after the warm-up (official ``accumulate``):
+    round(nominal / batch), at least 1."""
+    return max(round(nominal / batch_size), 1)
+
+
 def accumulation_steps(iteration: int, warmup_iters: int, batch_size: int, nominal: int) -> int:
-    """Batches per optimizer step: ramps from 1 to round(nominal / batch) during warm-up."""
-    target = max(round(nominal / batch_size), 1)
+    """Batches per optimizer step: ramps from 1 to :func:`nominal_accumulation` during warm-up."""
+    target = nominal_accumulation(batch_size, nominal)
     return max(1, round(warmup_values(iteration, warmup_iters, 1.0, float(target))))
+
+
+def nominal_weight_decay(weight_decay: float, batch_size: int, nominal_batch_size: int) -> float:
+    """Official train.py: weight decay scaled by (batch x accumulation steps) / nominal batch."""
+    steps = nominal_accumulation(batch_size, nominal_batch_size)
+    return weight_decay * batch_size * steps / nominal_batch_size
 
 
 # Subclasses the legacy ``_LRScheduler`` name on purpose: detectron2 0.6's LRScheduler hook

@@ -11,13 +11,12 @@ import torch
 from torch.nn import functional as F
 
 from detectron2.data import MetadataCatalog
-from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, hooks
+from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..anchors import AnchorCheckHook
 from ..checkpoint import YOLOv7Checkpointer
 from ..data import (
     YOLOv7MosaicMapper,
@@ -28,16 +27,15 @@ from ..data import (
 )
 from ..data.validate import check_datasets, dataset_dicts_from_config
 from ..evaluation import YOLOv7COCOEvaluator
-from ..evaluation.artifacts import TrainingArtifactsHook, YOLOv7ArtifactsEvaluator, YOLOv7Evaluators
+from ..evaluation.artifacts import YOLOv7ArtifactsEvaluator, YOLOv7Evaluators
 from ..numerics import BufferSnapshot, check_finite_parameters, non_finite_loss_error
 from .amp import autocast_dtype
-from .best_model import EarlyStop, best_model_hooks
-from .distributed import average_batchnorm_buffers
+from .hooks import AnchorCheckHook, EarlyStop, TrainingArtifactsHook, yolov7_training_hooks
 from .ema import ModelEMA, unwrap_model
 from .optimizer import build_yolov7_optimizer
-from .schedule import YOLOv7LRScheduler, accumulation_steps
+from .schedule import YOLOv7LRScheduler, accumulation_steps, nominal_weight_decay
 
-__all__ = ["YOLOv7TrainLoop", "YOLOv7Trainer", "MultiScale"]
+__all__ = ["YOLOv7TrainLoop", "YOLOv7Trainer", "MultiScale", "yolov7_train_loop"]
 
 logger = logging.getLogger(__name__)
 
@@ -198,6 +196,26 @@ class YOLOv7TrainLoop(SimpleTrainer):
         raise non_finite_loss_error(loss_dict, self.iter, data)
 
 
+def yolov7_train_loop(model, data_loader, optimizer, *, ema: Optional[ModelEMA], amp: bool,
+                      batch_size: int, nominal_batch_size: int, warmup_iters: int,
+                      multi_scale_size: int = 0, seed: int = 0) -> YOLOv7TrainLoop:
+    """The YOLOv7 training loop of both entry points: gradients accumulated to
+    ``nominal_batch_size`` images (ramped up during the ``warmup_iters``), AMP where it pays,
+    the EMA update after each optimizer step, and official multi-scale training around the
+    training size ``multi_scale_size`` (0: off). ``batch_size``: images per iteration over all
+    processes; ``model``: maybe wrapped in DistributedDataParallel."""
+    multi_scale = None
+    if multi_scale_size:
+        stride = unwrap_model(model).backbone.size_divisibility
+        multi_scale = MultiScale(multi_scale_size, stride, seed=max(seed, 0))
+    return YOLOv7TrainLoop(
+        model, data_loader, optimizer, ema=ema, amp=amp,
+        accumulation=lambda it: accumulation_steps(it, warmup_iters, batch_size,
+                                                   nominal_batch_size),
+        multi_scale=multi_scale,
+    )
+
+
 class YOLOv7Trainer(DefaultTrainer):
     """``DefaultTrainer`` with the YOLOv7 recipe: mosaic data, SGD with three parameter groups,
     warm-up then cosine/linear decay, gradient accumulation to SOLVER.YOLOV7.NOMINAL_BATCH_SIZE,
@@ -213,23 +231,22 @@ class YOLOv7Trainer(DefaultTrainer):
         self.ema = ModelEMA(model, solver.EMA_DECAY, solver.EMA_TAU) if solver.EMA_DECAY > 0 else None
         optimizer = self.build_optimizer(cfg, model)
         # Unregistered datasets, a class count other than the model's, bad evaluation images:
-        # reported now, not at the first evaluation (training images: in build_train_loader).
+        # reported now, not at the first evaluation (training images: when the mapper loads
+        # its dataset).
         check_datasets(cfg)
-        data_loader = self.build_train_loader(cfg)
+        #: The training mapper and its dataset (what the loader samples and the hooks read).
+        self.mapper = self.build_train_mapper(cfg)
+        data_loader = self.build_train_loader(cfg, self.mapper)
         # CPU modules take no device_ids (a gloo process group on CPU-only machines).
         on_cpu = next(model.parameters()).device.type == "cpu"
         ddp_devices = {"device_ids": None} if on_cpu else {}
         model = create_ddp_model(model, broadcast_buffers=False, **ddp_devices)
-        batch, nominal, warmup = cfg.SOLVER.IMS_PER_BATCH, solver.NOMINAL_BATCH_SIZE, cfg.SOLVER.WARMUP_ITERS
-        multi_scale = None
-        if cfg.INPUT.YOLOV7.MULTI_SCALE:
-            stride = unwrap_model(model).backbone.size_divisibility
-            multi_scale = MultiScale(cfg.INPUT.YOLOV7.IMAGE_SIZE, stride, seed=max(cfg.SEED, 0))
-        self._trainer = YOLOv7TrainLoop(
+        self._trainer = yolov7_train_loop(
             model, data_loader, optimizer, ema=self.ema, amp=cfg.SOLVER.AMP.ENABLED,
-            accumulation=lambda it: accumulation_steps(it, warmup, batch, nominal),
-            multi_scale=multi_scale,
-        )
+            batch_size=cfg.SOLVER.IMS_PER_BATCH, nominal_batch_size=solver.NOMINAL_BATCH_SIZE,
+            warmup_iters=cfg.SOLVER.WARMUP_ITERS,
+            multi_scale_size=cfg.INPUT.YOLOV7.IMAGE_SIZE if cfg.INPUT.YOLOV7.MULTI_SCALE else 0,
+            seed=cfg.SEED)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         extra = {"ema": self.ema} if self.ema is not None else {}
         # MODEL.WEIGHTS of another class count (official COCO weights) are fine-tuned: their
@@ -239,17 +256,17 @@ class YOLOv7Trainer(DefaultTrainer):
             class_names=train_class_names(cfg),
             keep_shared_classes=cfg.MODEL.YOLOV7.KEEP_SHARED_CLASSES, **extra)
         self.start_iter, self.max_iter, self.cfg = 0, cfg.SOLVER.MAX_ITER, cfg
+        self.last_eval_results = None
         self.register_hooks(self.build_hooks())
 
     @classmethod
     def build_optimizer(cls, cfg, model):
-        batch, nominal = cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.YOLOV7.NOMINAL_BATCH_SIZE
-        accumulate = max(round(nominal / batch), 1)
-        # Official: weight_decay *= batch * accumulate / nominal batch.
+        weight_decay = nominal_weight_decay(cfg.SOLVER.WEIGHT_DECAY, cfg.SOLVER.IMS_PER_BATCH,
+                                            cfg.SOLVER.YOLOV7.NOMINAL_BATCH_SIZE)
         return build_yolov7_optimizer(
             model, base_lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,
-            weight_decay=cfg.SOLVER.WEIGHT_DECAY * batch * accumulate / nominal,
-            nesterov=cfg.SOLVER.YOLOV7.NESTEROV,
+            weight_decay=weight_decay, nesterov=cfg.SOLVER.YOLOV7.NESTEROV,
+            name=cfg.SOLVER.YOLOV7.OPTIMIZER,
         )
 
     @classmethod
@@ -262,8 +279,13 @@ class YOLOv7Trainer(DefaultTrainer):
         )
 
     @classmethod
-    def build_train_loader(cls, cfg):
-        return build_yolov7_train_loader(cfg)
+    def build_train_mapper(cls, cfg) -> YOLOv7MosaicMapper:
+        """The training mapper, with the validated DATASETS.TRAIN it samples from."""
+        return YOLOv7MosaicMapper(cfg, is_train=True)
+
+    @classmethod
+    def build_train_loader(cls, cfg, mapper: Optional[YOLOv7MosaicMapper] = None):
+        return build_yolov7_train_loader(cfg, mapper)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
@@ -289,35 +311,30 @@ class YOLOv7Trainer(DefaultTrainer):
 
     def build_hooks(self):
         cfg = self.cfg
-        ret = [hooks.IterationTimer(), hooks.LRScheduler()]
-        mapper = getattr(self._trainer.data_loader, "mapper", None)
+        return yolov7_training_hooks(
+            self, checkpointer=self.checkpointer, checkpoint_period=cfg.SOLVER.CHECKPOINT_PERIOD,
+            eval_period=cfg.TEST.EVAL_PERIOD, test=lambda model: self.test(self.cfg, model),
+            best_metric=cfg.TEST.YOLOV7.BEST_METRIC if cfg.DATASETS.TEST else "",
+            early_stop_patience=cfg.TEST.YOLOV7.EARLY_STOP_PATIENCE,
+            writers=self.build_writers() if comm.is_main_process() else None,
+            start_hooks=self._start_hooks())
+
+    def _start_hooks(self):
+        """Training artefacts (labels.png, train_batch.jpg) and the anchor check."""
+        cfg, ret = self.cfg, []
         if comm.is_main_process() and cfg.TEST.YOLOV7.ARTIFACTS:
-            # labels.png and train_batch.jpg in OUTPUT_DIR/artifacts/train.
             ret.append(TrainingArtifactsHook(
-                cfg, mapper if isinstance(mapper, YOLOv7MosaicMapper) else None,
-                num_images=cfg.TEST.YOLOV7.NUM_VIS_IMAGES))
-        if cfg.MODEL.YOLOV7.ANCHOR_CHECK_MIN_BPR > 0 and getattr(mapper, "dataset", None) is not None:
+                cfg.OUTPUT_DIR, self.mapper, class_names=train_class_names(cfg),
+                num_images=cfg.TEST.YOLOV7.NUM_VIS_IMAGES, seed=cfg.SEED))
+        yolo = cfg.MODEL.YOLOV7
+        if yolo.ANCHOR_CHECK_MIN_BPR > 0 and self.mapper.dataset is not None:
             # Best possible recall of the model's anchors on the training boxes; if low, new
             # anchors (MODEL.YOLOV7.AUTOANCHOR) or a warning.
-            ret.append(AnchorCheckHook(cfg, mapper.dataset))
-        if comm.is_main_process():
-            ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
-
-        def test_and_save_results():
-            # Every process evaluates its share of the images: with one model, not with the
-            # BatchNorm statistics of its own training images (broadcast_buffers=False).
-            average_batchnorm_buffers(self.model, self.ema.ema if self.ema is not None else None)
-            self._last_eval_results = self.test(self.cfg, self.model_for_evaluation())
-            return self._last_eval_results
-
-        ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, test_and_save_results))
-        # model_best.pth and early stopping, from the results of the EvalHook just before.
-        ret.extend(best_model_hooks(
-            cfg.TEST.EVAL_PERIOD, self.checkpointer,
-            cfg.TEST.YOLOV7.BEST_METRIC if cfg.DATASETS.TEST else "",
-            patience=cfg.TEST.YOLOV7.EARLY_STOP_PATIENCE))
-        if comm.is_main_process():
-            ret.append(hooks.PeriodicWriter(self.build_writers(), period=20))
+            ret.append(AnchorCheckHook(
+                self.mapper.dataset, image_size=cfg.INPUT.YOLOV7.IMAGE_SIZE,
+                anchor_t=yolo.LOSS.ANCHOR_T, min_bpr=yolo.ANCHOR_CHECK_MIN_BPR,
+                autoanchor=yolo.AUTOANCHOR, seed=max(cfg.SEED, 0),
+                config_hint=f"CONFIG (the full one: {cfg.OUTPUT_DIR}/config.yaml)"))
         return ret
 
     def state_dict(self):
@@ -351,7 +368,7 @@ class YOLOv7Trainer(DefaultTrainer):
             super().train()
         except EarlyStop:
             pass  # a clean end: the hook logged why and saved model_final
-        return getattr(self, "_last_eval_results", None)
+        return self.last_eval_results
 
     def model_for_evaluation(self):
         """The EMA model when EMA is on (official: the EMA weights are evaluated), else the model."""

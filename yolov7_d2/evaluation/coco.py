@@ -5,8 +5,8 @@ same files in ``output_dir``) whose metric computation runs on one of:
 
 * ``"pycocotools"``: detectron2's own path: the official Python ``COCOeval`` of pycocotools,
   or detectron2's C++ ``COCOeval_opt`` when detectron2 has its compiled ``detectron2._C``;
-* ``"faster_coco_eval"``: ``COCOeval_faster`` of PyPI ``faster-coco-eval`` (C++ evaluate and
-  accumulate, no detectron2 build needed); it reproduces pycocotools' numbers
+* ``"faster_coco_eval"``: ``COCOeval_faster`` of PyPI ``faster-coco-eval`` (extra
+  ``fast-eval``; C++ evaluate and accumulate, no detectron2 build needed); it reproduces pycocotools' numbers
   (``tests/test_evaluation.py`` checks the 12 summary statistics and the per-class APs) and is
   several times faster on COCO-sized sets (``tools/benchmark_coco_eval.py``).
 
@@ -27,6 +27,7 @@ from detectron2.evaluation import COCOEvaluator
 from detectron2.utils.file_io import PathManager
 
 from .. import compat
+from ..utils.optional import import_optional
 
 __all__ = ["EVAL_BACKENDS", "YOLOv7COCOEvaluator", "evaluate_with_faster_coco_eval"]
 
@@ -37,14 +38,9 @@ EVAL_BACKENDS = ("pycocotools", "faster_coco_eval")
 
 
 def _import_faster_coco_eval():
-    try:
-        import faster_coco_eval
-    except ImportError as e:  # pragma: no cover - depends on the install
-        raise ImportError(
-            "TEST.YOLOV7.EVAL_BACKEND 'faster_coco_eval' needs the faster-coco-eval package: "
-            "pip install faster-coco-eval (or set TEST.YOLOV7.EVAL_BACKEND pycocotools)"
-        ) from e
-    return faster_coco_eval
+    return import_optional("faster_coco_eval", "fast-eval",
+                           "TEST.YOLOV7.EVAL_BACKEND 'faster_coco_eval'",
+                           alternative="set TEST.YOLOV7.EVAL_BACKEND pycocotools")
 
 
 def evaluate_with_faster_coco_eval(coco_gt, coco_results: Sequence[dict], iou_type: str, *,

@@ -1,4 +1,5 @@
-"""ONNX export of the deploy (re-parameterized) YOLOv7, and an onnxruntime predictor.
+"""ONNX export of the deploy (re-parameterized) YOLOv7; runs with the onnxruntime predictor of
+:mod:`.onnx_predictor`.
 
 Graph contract
 --------------
@@ -7,11 +8,11 @@ configs), pixel values 0..255 as detectron2 models take them; the graph normaliz
 config's ``PIXEL_MEAN`` / ``PIXEL_STD`` (divides by 255 for the YOLO configs). This differs
 from the official export (0..1 input) on purpose: the config, not the caller, owns the
 normalization (a timm backbone config may use ImageNet mean / std). Pad a resized image with
-grey 114 to H x W (bottom / right), as :func:`letterbox` does.
+grey 114 to H x W (bottom / right), as :func:`~.onnx_predictor.fit_top_left` does.
 
 Outputs, raw (default): one map per level, ``head_p3``, ``head_p4``, ... (N, A, H_l, W_l, 5 + K),
 the raw logits of :meth:`YOLOv7.forward_raw` (decode with
-:func:`yolov7_d2.modeling.meta_arch.decode_predictions`; anchors and strides are in the metadata).
+:func:`yolov7_d2.modeling.box_coder.decode_predictions`; anchors and strides are in the metadata).
 
 Outputs, end-to-end (``end2end=True``): decoding, thresholds and class-wise NMS in the graph,
 with the standard ``NonMaxSuppression`` op (per-class NMS over its class dimension; runs in
@@ -33,26 +34,24 @@ The model's settings are stored as JSON in the ONNX metadata (key ``yolov7_d2``)
 import copy
 import io
 import json
-import logging
 import os
 import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..data.augment import PAD_VALUE
 from ..modeling import reparameterize
-from ..modeling.meta_arch import PAD_VALUE, decode_predictions, postprocess_single_image
+from ..modeling.box_coder import decode_predictions
+from ..modeling.box_ops import cxcywh_to_xyxy
 from ..utils.io import atomic_write
+from ..utils.optional import import_optional
 
 __all__ = [
     "OPSET", "MIN_OPSET", "INPUT_NAME", "END2END_OUTPUTS", "METADATA_KEY", "ONNXExportError",
-    "YOLOv7RawExport", "YOLOv7End2EndExport", "export_onnx", "read_metadata", "letterbox",
-    "create_session", "ONNXPredictor",
+    "YOLOv7RawExport", "YOLOv7End2EndExport", "export_onnx", "read_metadata",
 ]
-
-logger = logging.getLogger(__name__)
 
 #: Default opset. Every op of the graphs exists from opset 11 (NonMaxSuppression-11, TopK-11
 #: with k as an input, ScatterElements-11, Range-11), the lowest accepted; 17 is the
@@ -139,8 +138,7 @@ class YOLOv7End2EndExport(YOLOv7RawExport):
         decoded = decode_predictions(self.raw_maps(images), self.model.anchors,
                                      self.model.strides)  # (N, R, 5 + K)
         num_classes = decoded.shape[2] - 5
-        xy, wh = decoded[..., :2], decoded[..., 2:4]
-        boxes = torch.cat([xy - wh / 2, xy + wh / 2], dim=2)  # (N, R, 4) xyxy
+        boxes = cxcywh_to_xyxy(decoded[..., :4])  # (N, R, 4)
         objectness = decoded[..., 4:5]
         # With one class the score is the objectness alone, as in postprocess_single_image.
         probs = objectness if num_classes == 1 else decoded[..., 5:] * objectness
@@ -202,8 +200,7 @@ def export_onnx(model: nn.Module, path: str, *, image_size: Union[int, Sequence[
     Returns:
         the metadata written into the file (see :func:`read_metadata`).
     """
-    import onnx
-
+    onnx = import_optional("onnx", "onnx", "ONNX export")
     if opset < MIN_OPSET:
         raise ONNXExportError(f"opset {opset} is too old: NonMaxSuppression and TopK with a "
                               f"dynamic k need opset >= {MIN_OPSET}")
@@ -261,8 +258,7 @@ def export_onnx(model: nn.Module, path: str, *, image_size: Union[int, Sequence[
 def read_metadata(path_or_session) -> Dict[str, Any]:
     """The yolov7_d2 metadata of an exported file (a path or an onnxruntime session)."""
     if isinstance(path_or_session, (str, os.PathLike)):
-        import onnx
-
+        onnx = import_optional("onnx", "onnx", "Reading an ONNX file's metadata")
         props = {p.key: p.value for p in onnx.load(os.fspath(path_or_session),
                                                    load_external_data=False).metadata_props}
     else:
@@ -271,135 +267,3 @@ def read_metadata(path_or_session) -> Dict[str, Any]:
         raise ONNXExportError("this ONNX file was not written by yolov7_d2's export "
                               "(tools/export_onnx.py): it has no 'yolov7_d2' metadata")
     return json.loads(props[METADATA_KEY])
-
-
-def letterbox(image: np.ndarray, height: int, width: int) -> Tuple[np.ndarray, Tuple[int, int]]:
-    """Resize an (h, w, 3) uint8 image to fit ``height`` x ``width`` (aspect kept, as the
-    predictor's ``ResizeShortestEdge`` for a square canvas) and pad it bottom / right with
-    grey 114. Returns the (3, height, width) float32 canvas and the resized (h', w')."""
-    import detectron2.data.transforms as T
-
-    h, w = image.shape[:2]
-    if height == width:
-        new_h, new_w = T.ResizeShortestEdge.get_output_shape(h, w, height, height)
-    else:
-        scale = min(height / h, width / w)
-        new_h, new_w = min(height, int(h * scale + 0.5)), min(width, int(w * scale + 0.5))
-    # At least 1 px: an image over 2 x size times longer than wide would round to 0.
-    new_h, new_w = max(new_h, 1), max(new_w, 1)
-    resized = T.ResizeTransform(h, w, new_h, new_w).apply_image(image)
-    canvas = np.full((3, height, width), PAD_VALUE, dtype=np.float32)
-    canvas[:, :new_h, :new_w] = resized.transpose(2, 0, 1)
-    return canvas, (new_h, new_w)
-
-
-def create_session(path: str, num_threads: Optional[int] = None):
-    """An onnxruntime CPU session. ``num_threads`` None: as many intra-op threads as torch
-    uses (``torch.get_num_threads()``, so OMP_NUM_THREADS applies to both)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = num_threads or torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
-
-
-class ONNXPredictor:
-    """:class:`~yolov7_d2.predictor.YOLOv7Predictor`'s interface on an exported ONNX file,
-    run with onnxruntime: one BGR image in, ``{"instances": Instances}`` at its original size.
-
-    The image is converted to the exported channel order, resized to fit the ONNX input
-    (long side to its size for a square input, like the predictor) and padded with grey 114.
-    End-to-end files: their detections are used (thresholds as exported; a higher
-    ``CONF_THRESH_TEST`` or a lower ``TEST.DETECTIONS_PER_IMAGE`` in ``cfg`` is applied on
-    top, which is exact). Raw files: decoded and NMS'd
-    with :func:`~yolov7_d2.modeling.meta_arch.postprocess_single_image` and the thresholds of
-    ``cfg`` (``MODEL.YOLOV7.CONF_THRESH_TEST`` etc.), as the PyTorch model would.
-
-    Args:
-        path: the .onnx file of tools/export_onnx.py.
-        cfg: a yolov7_d2 config: class names (``DATASETS.TEST``) and postprocessing.
-        num_threads: see :func:`create_session`.
-    """
-
-    def __init__(self, path: str, cfg, num_threads: Optional[int] = None):
-        from ..predictor import class_names_metadata
-
-        if not os.path.isfile(path):
-            raise ONNXExportError(f"ONNX file {path!r} does not exist")
-        try:
-            self.session = create_session(path, num_threads)
-        except Exception as e:  # onnxruntime raises its own exception types
-            raise ONNXExportError(f"cannot load ONNX file {path!r}: {type(e).__name__}: "
-                                  f"{str(e)[:300]}") from e
-        self.info = read_metadata(self.session)
-        self.path, self.end2end = path, self.info["format"] == "end2end"
-        yolo = cfg.MODEL.YOLOV7
-        if yolo.NUM_CLASSES != self.info["num_classes"]:
-            raise ONNXExportError(
-                f"{path!r} predicts {self.info['num_classes']} classes but the config has "
-                f"MODEL.YOLOV7.NUM_CLASSES {yolo.NUM_CLASSES}: use the config it was exported "
-                "with")
-        batch = self.info["input"]["batch"]
-        if batch not in (1, "dynamic"):
-            raise ONNXExportError(f"{path!r} was exported for batches of {batch}; export with "
-                                  "--batch 1 or --dynamic-batch to run it on single images")
-        self.height, self.width = self.info["input"]["height"], self.info["input"]["width"]
-        self.input_format = self.info["input"]["channels"]
-        self.conf_thresh, self.nms_thresh = yolo.CONF_THRESH_TEST, yolo.NMS_THRESH_TEST
-        self.multi_label, self.max_detections = yolo.MULTI_LABEL_TEST, cfg.TEST.DETECTIONS_PER_IMAGE
-        self.max_nms_candidates = yolo.MAX_NMS_CANDIDATES_TEST
-        self.metadata = class_names_metadata(cfg)
-        if self.end2end:
-            exported = (self.info["conf_thresh"], self.info["iou_thresh"],
-                        self.info["multi_label"])
-            if self.conf_thresh < exported[0]:
-                logger.warning("%s keeps scores above %g (set at export): a lower threshold "
-                               "(%g) needs a new export", path, exported[0], self.conf_thresh)
-            if self.max_detections > self.info["max_det"]:
-                logger.info("%s reports at most %d detections per image (set at export; "
-                            "TEST.DETECTIONS_PER_IMAGE is %d)", path, self.info["max_det"],
-                            self.max_detections)
-            if (self.nms_thresh, bool(self.multi_label)) != exported[1:]:
-                logger.warning("%s runs the NMS exported with IoU %g and multi-label %s (asked: "
-                               "%g, %s); re-export to change them", path, exported[1],
-                               exported[2], self.nms_thresh, bool(self.multi_label))
-        self.anchors = torch.tensor(self.info["anchors"], dtype=torch.float32)
-
-    @property
-    def class_names(self) -> Optional[List[str]]:
-        return self.metadata.get("thing_classes", None)
-
-    def preprocess(self, original_image: np.ndarray) -> Tuple[np.ndarray, Tuple[int, int]]:
-        """(1, 3, H, W) float32 input and the resized image's (h', w') of one BGR image."""
-        if original_image.ndim != 3 or original_image.shape[2] != 3:
-            raise ValueError(f"expected an (H, W, 3) BGR image, got shape {original_image.shape}")
-        image = original_image[:, :, ::-1] if self.input_format == "RGB" else original_image
-        canvas, size = letterbox(np.ascontiguousarray(image), self.height, self.width)
-        return canvas[None], size
-
-    def __call__(self, original_image: np.ndarray) -> Dict:
-        from detectron2.modeling import detector_postprocess
-        from detectron2.structures import Boxes, Instances
-
-        images, size = self.preprocess(original_image)
-        outputs = self.session.run(None, {INPUT_NAME: images})
-        if self.end2end:
-            boxes, scores, classes, count = outputs
-            n = int(count[0])
-            n = min(n, self.max_detections)  # sorted: exact on top of the exported max_det
-            keep = scores[0, :n] > self.conf_thresh  # exact on top of the exported threshold
-            result = Instances(size)
-            result.pred_boxes = Boxes(torch.from_numpy(boxes[0, :n][keep].copy()))
-            result.scores = torch.from_numpy(scores[0, :n][keep].copy())
-            result.pred_classes = torch.from_numpy(classes[0, :n][keep].copy())
-        else:
-            maps = [torch.from_numpy(m) for m in outputs]
-            decoded = decode_predictions(maps, self.anchors, self.info["strides"])[0]
-            result = postprocess_single_image(
-                decoded, size, num_classes=self.info["num_classes"],
-                conf_thresh=self.conf_thresh, nms_thresh=self.nms_thresh,
-                max_detections=self.max_detections, max_nms_candidates=self.max_nms_candidates,
-                multi_label=self.multi_label)
-        height, width = original_image.shape[:2]
-        return {"instances": detector_postprocess(result, height, width)}

@@ -19,7 +19,10 @@ from torch import Tensor
 
 from detectron2.utils.memory import retry_if_cuda_oom
 
-__all__ = ["LevelAssignment", "Assignment", "YOLOv7Assigner", "candidate_cells", "pairwise_iou"]
+from .box_coder import decode_boxes
+from .box_ops import batched_pairwise_iou, cxcywh_to_xyxy
+
+__all__ = ["LevelAssignment", "Assignment", "YOLOv7Assigner", "candidate_cells"]
 
 # Candidate neighbours in the official order: the centre cell, then the cell to the left,
 # above, to the right, below. Each is (axis, direction); the centre has no axis.
@@ -48,22 +51,6 @@ class Assignment(NamedTuple):
 
     levels: List[LevelAssignment]
     dynamic_k: Tensor
-
-
-def pairwise_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """IoU of every box of ``boxes1`` (N, P, 4) with every box of ``boxes2`` (N, Q, 4), both
-    xyxy, per batch element -> (N, P, Q). Computed in place: not differentiable."""
-    a, b = boxes1[:, :, None], boxes2[:, None]
-    # One axis at a time and in place: at most three (N, P, Q) tensors alive, where x and y
-    # stacked took eight (in dense scenes, P x Q is 256 GT rows x 45 slots per GT).
-    width = torch.minimum(a[..., 2], b[..., 2]).sub_(torch.maximum(a[..., 0], b[..., 0]))
-    height = torch.minimum(a[..., 3], b[..., 3]).sub_(torch.maximum(a[..., 1], b[..., 1]))
-    inter = width.clamp_(min=0).mul_(height.clamp_(min=0))
-    area1 = (boxes1[..., 2:] - boxes1[..., :2]).prod(-1)
-    area2 = (boxes2[..., 2:] - boxes2[..., :2]).prod(-1)
-    # The official box_iou has no guard; this one keeps degenerate (padding) boxes at 0, not NaN.
-    union = (area1[:, :, None] + area2[:, None, :]).sub_(inter).clamp_(min=1e-9)
-    return inter.div_(union)
 
 
 def candidate_cells(
@@ -183,7 +170,7 @@ def _simota(
     for start in range(0, gt_boxes.shape[1], gt_chunk):  # a loop over chunks, not boxes
         rows = slice(start, start + gt_chunk)
         row_ok = gt_mask[:, rows]
-        iou = pairwise_iou(gt_boxes[:, rows].float(), cand_boxes)
+        iou = batched_pairwise_iou(gt_boxes[:, rows].float(), cand_boxes)
         iou.masked_fill_(~cand_valid[:, None], 0.0)
         k = iou.topk(q, dim=2).values.sum(2).long().clamp(min=1) * row_ok  # trunc like int()
         dynamic_k.append(k)
@@ -261,9 +248,9 @@ class YOLOv7Assigner:
                                              raw.shape[2:4], self.anchor_t, self.offset)
             ok, rows, cols = ok.flatten(1), rows.flatten(1), cols.flatten(1)
             pred = _gather_cells(raw, anchor_ids, rows, cols).float()  # (N, S, 5 + K)
-            xy = (pred[..., :2].sigmoid() * 2.0 - 0.5 + torch.stack([cols, rows], -1)) * stride
-            wh = (pred[..., 2:4].sigmoid() * 2.0) ** 2 * level_anchors[anchor_ids].float()
-            boxes.append(torch.cat([xy - wh / 2, xy + wh / 2], -1))
+            boxes.append(cxcywh_to_xyxy(decode_boxes(
+                pred[..., :4], level_anchors[anchor_ids].float(), torch.stack([cols, rows], -1),
+                stride)))
             logits.append(pred[..., 4:])
             valid.append(ok), gj.append(rows), gi.append(cols)
 

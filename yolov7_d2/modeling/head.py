@@ -84,14 +84,15 @@ class YOLOv7Head(nn.Module):
     def forward(self, features: List[torch.Tensor]) -> List[torch.Tensor]:
         """
         Args:
-            features: L maps, (N, C_l, H_l, W_l).
+            features: L maps, (N, C_l, H_l, W_l), for the L levels of this head; maps after
+                them (the auxiliary head's, see ``YOLOv7.head_in_features``) are not read.
         Returns:
             L raw prediction maps (N, A, H_l, W_l, 5 + K) for A anchors and K classes, as the
             official head lays them out (no activation applied).
         """
         outputs = []
-        for level, x in enumerate(features):
-            x = self.convs[level](x)
+        for level, conv in enumerate(self.convs):
+            x = conv(features[level])
             if self.implicit_a is not None:
                 x = self.implicit_a[level](x)
             x = self.predictors[level](x)

@@ -10,34 +10,14 @@ from detectron2.config import configurable
 from detectron2.utils.events import get_event_storage
 
 from .assigner import Assignment, LevelAssignment, YOLOv7Assigner
+from .box_coder import decode_boxes
+from .box_ops import complete_iou, xyxy_to_cxcywh
 
-__all__ = ["YOLOv7Loss", "build_yolov7_loss", "complete_iou", "pad_ground_truth"]
+__all__ = ["YOLOv7Loss", "pad_ground_truth"]
 
 # Official objectness weights per level, stride 8 first (``ComputeLossOTA.balance``).
 DEFAULT_BALANCE = {3: [4.0, 1.0, 0.4]}
 DEFAULT_BALANCE_OTHER = [4.0, 1.0, 0.25, 0.06, 0.02]
-
-
-def complete_iou(pred: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
-    """CIoU (Zheng et al. 2020, "Distance-IoU Loss") of matching boxes (..., 4) cx, cy, w, h.
-
-    As in the official code (and the DIoU authors' code) the trade-off weight alpha is
-    treated as a constant in the backward pass.
-    """
-    p_lo, p_hi = pred[..., :2] - pred[..., 2:] / 2, pred[..., :2] + pred[..., 2:] / 2
-    t_lo, t_hi = target[..., :2] - target[..., 2:] / 2, target[..., :2] + target[..., 2:] / 2
-    inter = (torch.minimum(p_hi, t_hi) - torch.maximum(p_lo, t_lo)).clamp(min=0).prod(-1)
-    pw, ph = pred[..., 2], pred[..., 3] + eps
-    tw, th = target[..., 2], target[..., 3] + eps
-    iou = inter / (pw * ph + tw * th - inter + eps)
-    enclosing = torch.maximum(p_hi, t_hi) - torch.minimum(p_lo, t_lo)
-    diagonal2 = enclosing.pow(2).sum(-1) + eps
-    centre2 = (target[..., :2] - pred[..., :2]).pow(2).sum(-1)
-    v = (4 / math.pi**2) * (torch.atan(tw / (th + eps)) - torch.atan(pw / (ph + eps))).pow(2)
-    with torch.no_grad():
-        # Clamped: corner rounding can put the IoU of identical boxes a hair above 1 (0 / 0).
-        alpha = v / (v - iou + (1 + eps)).clamp(min=eps)
-    return iou - (centre2 / diagonal2 + v * alpha)
 
 
 def pad_ground_truth(gt_boxes: Sequence[Tensor], gt_classes: Sequence[Tensor], device):
@@ -63,18 +43,23 @@ class YOLOv7Loss(nn.Module):
     objectness BCE against the detached CIoU, class BCE; plus the auxiliary (coarse) head's
     terms for the P6 models.
 
-    The gains are used as given; ``from_config`` rescales the hyp values as official
-    ``train.py`` does. Every returned term is multiplied by the batch size, so the sum of the
-    dict is the official total ``(box * lbox + obj * lobj + cls * lcls) * bs``; with an aux
-    head the official terms are split into "loss_x" (lead) and "loss_x_aux" (aux, already
-    weighted by ``aux_weight``), whose sums are the official lbox, lobj, lcls.
+    The gains are the hyp-file values (MODEL.YOLOV7.LOSS.*_GAIN), rescaled here as official
+    ``train.py`` does (:meth:`official_gains`); the attributes ``box_gain``, ``obj_gain`` and
+    ``cls_gain`` hold the rescaled values. Every returned term is multiplied by the batch
+    size, so the sum of the dict is the official total ``(box * lbox + obj * lobj + cls *
+    lcls) * bs``; with an aux head the official terms are split into "loss_x" (lead) and
+    "loss_x_aux" (aux, already weighted by ``aux_weight``), whose sums are the official lbox,
+    lobj, lcls.
 
     Args:
         num_classes: K; the class loss is skipped when K == 1, as official.
-        box_gain, obj_gain, cls_gain: effective gains (hyp after train.py's rescaling).
+        num_levels: L, levels of the head; image_size: training image size (pixels).
+        box_gain, obj_gain, cls_gain: the hyp gains, before train.py's rescaling.
         balance: per-level objectness weights, stride 8 first; None: official for L levels.
         anchor_t: candidate anchor-ratio threshold. label_smoothing: epsilon (targets
-            1 - eps/2 and eps/2). aux_weight: weight of the auxiliary head's terms.
+            1 - eps/2 and eps/2).
+        aux: the model has an auxiliary head (P6 scales): its maps are passed to ``forward``
+            and get the coarse assignment. aux_weight: weight of its terms.
         topk: IoUs summed for SimOTA's dynamic k; None: official 10, or 20 with an aux head
             (``ComputeLossAuxOTA`` uses 20 for both its assignments).
         gt_chunk: GT rows per SimOTA cost matrix (memory bound in dense scenes).
@@ -85,23 +70,37 @@ class YOLOv7Loss(nn.Module):
         self,
         *,
         num_classes: int,
+        num_levels: int = 3,
+        image_size: int = 640,
         box_gain: float = 0.05,
         obj_gain: float = 0.7,
         cls_gain: float = 0.3,
         balance: Optional[List[float]] = None,
         anchor_t: float = 4.0,
         label_smoothing: float = 0.0,
+        aux: bool = False,
         aux_weight: float = 0.25,
         topk: Optional[int] = None,
         gt_chunk: int = 256,
     ):
         super().__init__()
-        self.num_classes = num_classes
-        self.box_gain, self.obj_gain, self.cls_gain = box_gain, obj_gain, cls_gain
+        self.num_classes, self.num_levels, self.aux = num_classes, num_levels, aux
+        gains = self.official_gains(num_classes, num_levels, image_size, box_gain, cls_gain,
+                                    obj_gain)
+        self.box_gain, self.obj_gain, self.cls_gain = (gains["box_gain"], gains["obj_gain"],
+                                                       gains["cls_gain"])
         self.balance = list(balance) if balance else None
+        self.level_balance(num_levels)  # enough weights for the levels
         self.anchor_t, self.aux_weight = anchor_t, aux_weight
         self.topk, self.gt_chunk = topk, gt_chunk
         self.cls_pos, self.cls_neg = 1.0 - 0.5 * label_smoothing, 0.5 * label_smoothing
+        # Both assignments are made from the lead head's predictions (lead guided): the fine
+        # one (3 cells) for the lead head, the coarse one (5 cells) for the auxiliary head.
+        topk = topk or (20 if aux else 10)
+        self.lead_assigner = YOLOv7Assigner(anchor_t=anchor_t, offset=0.5, topk=topk,
+                                            gt_chunk=gt_chunk)
+        self.aux_assigner = YOLOv7Assigner(anchor_t=anchor_t, offset=1.0, topk=topk,
+                                           gt_chunk=gt_chunk) if aux else None
 
     @staticmethod
     def official_gains(num_classes: int, num_levels: int, image_size: int = 640,
@@ -116,17 +115,21 @@ class YOLOv7Loss(nn.Module):
         }
 
     @classmethod
-    def from_config(cls, cfg, num_levels: int):
-        """cfg.MODEL.YOLOV7.LOSS with the gains of ``official_gains`` at INPUT.YOLOV7.IMAGE_SIZE."""
-        loss, num_classes = cfg.MODEL.YOLOV7.LOSS, cfg.MODEL.YOLOV7.NUM_CLASSES
-        gains = cls.official_gains(num_classes, num_levels, cfg.INPUT.YOLOV7.IMAGE_SIZE,
-                                   loss.BOX_GAIN, loss.CLS_GAIN, loss.OBJ_GAIN)
+    def from_config(cls, cfg, num_levels: int, aux: bool = False):
+        """cfg.MODEL.YOLOV7.LOSS for a head of ``num_levels`` levels (``aux``: with an
+        auxiliary head), trained at INPUT.YOLOV7.IMAGE_SIZE."""
+        loss = cfg.MODEL.YOLOV7.LOSS
         return {
-            "num_classes": num_classes,
-            **gains,
+            "num_classes": cfg.MODEL.YOLOV7.NUM_CLASSES,
+            "num_levels": num_levels,
+            "image_size": cfg.INPUT.YOLOV7.IMAGE_SIZE,
+            "box_gain": loss.BOX_GAIN,
+            "obj_gain": loss.OBJ_GAIN,
+            "cls_gain": loss.CLS_GAIN,
             "balance": list(loss.BALANCE) or None,
             "anchor_t": loss.ANCHOR_T,
             "label_smoothing": loss.LABEL_SMOOTHING,
+            "aux": aux,
             "aux_weight": loss.AUX_WEIGHT,
             "topk": loss.TOPK or None,
             "gt_chunk": loss.GT_CHUNK,
@@ -155,6 +158,9 @@ class YOLOv7Loss(nn.Module):
         Returns:
             {"loss_box", "loss_obj", "loss_cls"} and, with aux maps, the same with "_aux".
         """
+        if (aux_maps is not None) != self.aux:
+            raise ValueError("auxiliary-head maps must be given exactly when the loss is built "
+                             f"with aux=True (it was built with aux={self.aux})")
         device = lead_maps[0].device
         # Mixed precision stops at the head: in half precision, decoded boxes lose whole pixels
         # (bfloat16 keeps 8 significant bits: steps of 2 px at 416), so the assignment and the
@@ -168,15 +174,11 @@ class YOLOv7Loss(nn.Module):
         device = lead_maps[0].device
         boxes, classes, mask = pad_ground_truth(gt_boxes, gt_classes, device)
         anchors = anchors.to(device)
-        topk = self.topk or (20 if aux_maps is not None else 10)
-        # Both assignments are made from the lead head's predictions (lead guided).
-        heads = [("", lead_maps, 0.5, 1.0)]
+        heads = [("", lead_maps, self.lead_assigner, 1.0)]
         if aux_maps is not None:
-            heads.append(("_aux", aux_maps, 1.0, self.aux_weight))
+            heads.append(("_aux", aux_maps, self.aux_assigner, self.aux_weight))
         losses, stats = {}, {}
-        for suffix, maps, offset, weight in heads:
-            assigner = YOLOv7Assigner(anchor_t=self.anchor_t, offset=offset, topk=topk,
-                                      gt_chunk=self.gt_chunk)
+        for suffix, maps, assigner, weight in heads:
             assignment = assigner(lead_maps, boxes, classes, mask, anchors, strides)
             box, obj, cls, num_pos = self._head_losses(maps, assignment, boxes, classes,
                                                        anchors, strides)
@@ -214,13 +216,10 @@ class YOLOv7Loss(nn.Module):
 
         # Box: the matched GT in grid units relative to the cell; slots that are not positive
         # get a harmless unit box so that no NaN can reach the gradient through the mask.
-        gt = boxes[batch, slots.gt_index] / stride  # (N, S, 4) xyxy
-        cell = torch.stack([slots.gi, slots.gj], -1)
-        target = torch.cat([(gt[..., :2] + gt[..., 2:]) / 2 - cell, gt[..., 2:] - gt[..., :2]], -1)
+        target = xyxy_to_cxcywh(boxes[batch, slots.gt_index] / stride)  # (N, S, 4) grid units
+        target[..., :2] -= torch.stack([slots.gi, slots.gj], -1)  # centre offset in its cell
         target = torch.where(pos[..., None], target, target.new_tensor([0.5, 0.5, 1.0, 1.0]))
-        pxy = pred[..., :2].sigmoid() * 2.0 - 0.5
-        pwh = (pred[..., 2:4].sigmoid() * 2.0) ** 2 * (anchors[slots.anchor] / stride)
-        ciou = complete_iou(torch.cat([pxy, pwh], -1), target)
+        ciou = complete_iou(decode_boxes(pred[..., :4], anchors[slots.anchor] / stride), target)
         box = ((1.0 - ciou) * pos).sum() / denominator
 
         # Objectness target: the CIoU (gr = 1) at positive cells. When several positives hit
@@ -257,8 +256,3 @@ class YOLOv7Loss(nn.Module):
             values.append(dynamic_k.sum().float() / mask.sum().clamp(min=1))
         for name, value in zip(names, torch.stack(values).tolist()):  # one host sync
             storage.put_scalar(name, value)
-
-
-def build_yolov7_loss(cfg, num_levels: int) -> YOLOv7Loss:
-    """The loss of cfg.MODEL.YOLOV7.LOSS for a model with ``num_levels`` levels."""
-    return YOLOv7Loss(cfg, num_levels=num_levels)

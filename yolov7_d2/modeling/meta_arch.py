@@ -10,51 +10,28 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone, de
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from detectron2.structures import Boxes, ImageList, Instances
 
+from ..data.augment import PAD_VALUE
 from .arch import get_arch
+from .box_coder import decode_predictions
+from .box_ops import cxcywh_to_xyxy
 from .head import YOLOv7Head
+from .loss import YOLOv7Loss
 from .reparam import reparameterize
-from .loss import YOLOv7Loss, build_yolov7_loss
 
-__all__ = ["YOLOv7", "decode_predictions", "postprocess_single_image"]
-
-# The official letterbox fills with grey 114; padding the batch with it keeps inputs faithful.
-PAD_VALUE = 114.0
-
-
-def decode_predictions(predictions: List[Tensor], anchors: Tensor, strides: List[int]) -> Tensor:
-    """Decode raw head maps into boxes and probabilities in input-image pixels.
-
-    Args:
-        predictions: L maps (N, A, H_l, W_l, 5 + K), raw logits.
-        anchors: (L, A, 2) anchor (w, h) in pixels.
-        strides: L strides in pixels.
-    Returns:
-        (N, R, 5 + K): [cx, cy, w, h, objectness, class probabilities...] for all R = sum
-        A * H_l * W_l priors; xy = (2 sigmoid - 0.5 + cell) * stride, wh = (2 sigmoid)^2 * anchor.
-    """
-    decoded = []
-    for level, raw in enumerate(predictions):
-        n, a, h, w, k = raw.shape
-        y = raw.sigmoid()
-        gy, gx = torch.meshgrid(
-            torch.arange(h, device=raw.device, dtype=y.dtype),
-            torch.arange(w, device=raw.device, dtype=y.dtype),
-            indexing="ij",
-        )
-        grid = torch.stack([gx, gy], dim=-1).view(1, 1, h, w, 2)
-        xy = (y[..., :2] * 2.0 - 0.5 + grid) * strides[level]
-        wh = (y[..., 2:4] * 2.0) ** 2 * anchors[level].view(1, a, 1, 1, 2).to(y.dtype)
-        decoded.append(torch.cat([xy, wh, y[..., 4:]], dim=-1).view(n, -1, k))
-    return torch.cat(decoded, dim=1)
+__all__ = ["YOLOv7", "postprocess_single_image"]
 
 
 @META_ARCH_REGISTRY.register()
 class YOLOv7(DenseDetector):
     """YOLOv7 (Wang, Bochkovskiy, Liao 2022, "YOLOv7: Trainable bag-of-freebies sets new
-    state-of-the-art for real-time object detectors") as a detectron2 meta-architecture.
+    state-of-the-art for real-time object detectors") as a detectron2 ``DenseDetector``.
 
     Input: RGB images divided by 255, padded with grey to ``size_divisibility``. Output of
     inference: ``Instances(pred_boxes, scores, pred_classes)`` at each input's "height"/"width".
+    ``DenseDetector.forward`` runs the backbone and the lead head, then
+    :meth:`forward_training` (the loss, with the auxiliary head where there is one) or
+    :meth:`forward_inference` (decode and NMS). :meth:`forward_raw` gives the raw head maps
+    of a batch tensor (export, FLOPs).
     """
 
     @configurable
@@ -74,7 +51,7 @@ class YOLOv7(DenseDetector):
         max_detections: int = 300,
         max_nms_candidates: int = 30000,
         multi_label: bool = True,
-        loss: Optional[nn.Module] = None,
+        loss: nn.Module,
         reparameterized: bool = False,
         channels_last: bool = False,
     ):
@@ -95,12 +72,16 @@ class YOLOv7(DenseDetector):
             channels_last: keep weights and activations in NHWC memory layout; same results,
                 faster convolutions on CPU (oneDNN, about 20% per training step for tiny) and
                 on tensor-core GPUs.
-            loss: the training loss, called as ``loss(lead_maps, aux_maps_or_None, gt_boxes,
-                gt_classes, anchors, strides)`` -> dict of losses; None: ``YOLOv7Loss`` with
-                the official P5 hyper-parameters for 640-pixel images.
+            loss: the training loss (a :class:`YOLOv7Loss`), called as ``loss(lead_maps,
+                aux_maps_or_None, gt_boxes, gt_classes, anchors, strides)`` -> dict of losses.
         """
-        super().__init__(backbone, head, head_in_features, pixel_mean=pixel_mean,
-                         pixel_std=pixel_std)
+        # The auxiliary head's features follow the lead head's in ``head_in_features``:
+        # DenseDetector hands them all to forward_training, the lead head reads its own.
+        names = list(head_in_features)
+        if aux_head is not None:
+            names += ["aux_" + f for f in head_in_features]
+        super().__init__(backbone, head, names, pixel_mean=pixel_mean, pixel_std=pixel_std)
+        self.num_levels = len(head_in_features)
         self.aux_head = aux_head
         self.num_classes = num_classes
         anchors_t = torch.tensor(anchors, dtype=torch.float32)
@@ -113,12 +94,12 @@ class YOLOv7(DenseDetector):
         self.register_buffer("anchors", anchors_t.view(len(head_in_features), -1, 2))
         shapes = backbone.output_shape()
         self.strides = [shapes[f].stride for f in head_in_features]
+        if (aux_head is not None) != getattr(loss, "aux", aux_head is not None):
+            raise ValueError(f"the loss is built with aux={loss.aux} but the model "
+                             f"{'has' if aux_head is not None else 'has no'} auxiliary head")
         self.conf_thresh, self.nms_thresh = conf_thresh, nms_thresh
         self.max_detections, self.max_nms_candidates = max_detections, max_nms_candidates
         self.multi_label = multi_label
-        if loss is None:
-            loss = YOLOv7Loss(num_classes=num_classes, **YOLOv7Loss.official_gains(
-                num_classes, len(head_in_features)))
         self.loss = loss
         if reparameterized:
             reparameterize(self)
@@ -152,74 +133,57 @@ class YOLOv7(DenseDetector):
             "multi_label": yolo.MULTI_LABEL_TEST,
             "reparameterized": yolo.REPARAMETERIZED,
             "channels_last": yolo.CHANNELS_LAST,
-            "loss": build_yolov7_loss(cfg, num_levels=len(names)),
+            "loss": YOLOv7Loss(cfg, num_levels=len(names), aux=aux_head is not None),
         }
 
     def preprocess_image(self, batched_inputs: List[Dict[str, Tensor]]) -> ImageList:
-        """Normalize ("image" is (C, H, W) in INPUT.FORMAT, 0..255) and pad with grey 114."""
+        """Normalize ("image" is (C, H, W) in INPUT.FORMAT, 0..255), pad with grey 114, and
+        lay the batch out as the weights are (channels_last)."""
+        if self.training and any("instances" not in x for x in batched_inputs):
+            raise ValueError("YOLOv7 training needs 'instances' (gt_boxes, gt_classes) in every "
+                             "input, as detectron2's DatasetMapper gives with is_train=True")
         images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std
                   for x in batched_inputs]
         pad = float(((PAD_VALUE - self.pixel_mean) / self.pixel_std).flatten()[0])
-        return ImageList.from_tensors(images, self.backbone.size_divisibility, pad_value=pad)
+        images = ImageList.from_tensors(images, self.backbone.size_divisibility, pad_value=pad)
+        if self.channels_last:
+            images.tensor = images.tensor.contiguous(memory_format=torch.channels_last)
+        return images
 
     def forward_raw(self, images: Tensor) -> Dict[str, List[Tensor]]:
         """Raw head maps for a batch tensor (N, 3, H, W), H and W multiples of the stride.
 
-        Returns {"lead": L maps (N, A, H_l, W_l, 5 + K)} and, with an aux head, "aux" likewise.
+        Returns {"lead": L maps (N, A, H_l, W_l, 5 + K)} and, with an aux head in training,
+        "aux" likewise.
         """
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         features = self.backbone(images)
-        outputs = {"lead": self.head([features[f] for f in self.head_in_features])}
+        features = [features[f] for f in self.head_in_features]
+        outputs = {"lead": self.head(features[:self.num_levels])}
         if self.aux_head is not None and self.training:
-            outputs["aux"] = self.aux_head([features["aux_" + f] for f in self.head_in_features])
+            outputs["aux"] = self.aux_head(features[self.num_levels:])
         return outputs
 
-    def forward(self, batched_inputs: List[Dict[str, Tensor]]):
-        """
-        Args:
-            batched_inputs: list of dicts from a DatasetMapper, each with "image" and optionally
-                "height"/"width" (the output resolution) and, in training, "instances".
-        Returns:
-            In training, a dict of scalar losses (``self.loss``); in inference, one
-            {"instances": Instances} per image.
-        """
-        images = self.preprocess_image(batched_inputs)
-        if self.training:
-            gt_boxes, gt_classes = self._ground_truth(batched_inputs)
-            raw = self.forward_raw(images.tensor)
-            return self.loss(raw["lead"], raw.get("aux"), gt_boxes, gt_classes, self.anchors,
-                             self.strides)
-        predictions = self.forward_raw(images.tensor)["lead"]
-        results = self.inference(predictions, images.image_sizes)
-        processed = []
-        for result, inputs, image_size in zip(results, batched_inputs, images.image_sizes):
-            height = inputs.get("height", image_size[0])
-            width = inputs.get("width", image_size[1])
-            processed.append({"instances": detector_postprocess(result, height, width)})
-        return processed
+    def forward_training(self, images: ImageList, features: List[Tensor],
+                         predictions: List[Tensor], gt_instances: List[Instances]):
+        """The loss dict of the lead head's maps ``predictions`` (L maps (N, A, H_l, W_l,
+        5 + K)) and, with an auxiliary head, of its maps over ``features[L:]``.
 
-    def _ground_truth(self, batched_inputs):
-        """Per image gt_boxes (M_i, 4) xyxy in the (resized) input's pixels and gt_classes
-        (M_i,), checked to lie in [0, num_classes)."""
-        if any("instances" not in x for x in batched_inputs):
-            raise ValueError("YOLOv7 training needs 'instances' (gt_boxes, gt_classes) in every "
-                             "input, as detectron2's DatasetMapper gives with is_train=True")
-        instances = [x["instances"] for x in batched_inputs]
-        classes = [inst.gt_classes for inst in instances]
-        # Checked where the mapper left them (normally the CPU), so this costs no device sync.
-        flat = torch.cat(classes) if classes else torch.zeros(0, dtype=torch.long)
-        if flat.numel() and (flat.min() < 0 or flat.max() >= self.num_classes):
-            for i, c in enumerate(classes):
-                bad = c[(c < 0) | (c >= self.num_classes)]
-                if bad.numel():
-                    name = batched_inputs[i].get("file_name", f"input {i} of the batch")
-                    raise ValueError(
-                        f"ground-truth class id {int(bad[0])} in {name} is outside [0, "
-                        f"{self.num_classes}) (MODEL.YOLOV7.NUM_CLASSES = {self.num_classes}): "
-                        "the dataset's class ids do not match the model"
-                    )
-        return [inst.gt_boxes.tensor for inst in instances], classes
+        Class ids are not checked here (that would read them back at every step): datasets
+        are checked when loaded (:func:`~yolov7_d2.data.validate.dataset_dicts_from_config`).
+        """
+        aux = None
+        if self.aux_head is not None:
+            aux = self.aux_head(features[self.num_levels:])
+        return self.loss(predictions, aux, [x.gt_boxes.tensor for x in gt_instances],
+                         [x.gt_classes for x in gt_instances], self.anchors, self.strides)
+
+    def forward_inference(self, images: ImageList, features: List[Tensor],
+                          predictions: List[Tensor]) -> List[Instances]:
+        """Per image, Instances in the (padded batch's) input pixels; DenseDetector.forward
+        rescales them to each input's "height" x "width"."""
+        return self.inference(predictions, images.image_sizes)
 
     def inference(self, predictions: List[Tensor], image_sizes) -> List[Instances]:
         """Decode, threshold and NMS as the official ``non_max_suppression``, per image."""
@@ -253,8 +217,7 @@ def postprocess_single_image(decoded: Tensor, image_size, *, num_classes: int,
     candidates = decoded[decoded[:, 4] > conf_thresh]
     # With one class the official code scores by objectness alone (class prob. is constant).
     probs = candidates[:, 4:5] if num_classes == 1 else candidates[:, 5:] * candidates[:, 4:5]
-    cx, cy, w, h = candidates[:, :4].unbind(dim=1)
-    boxes = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=1)
+    boxes = cxcywh_to_xyxy(candidates[:, :4])
     if multi_label and num_classes > 1:
         index, classes = (probs > conf_thresh).nonzero(as_tuple=True)
         boxes, scores = boxes[index], probs[index, classes]

@@ -37,4 +37,5 @@ def reparameterize(model: nn.Module) -> nn.Module:
     if getattr(model, "aux_head", None) is not None:
         model.aux_head = None
         model.backbone.disable_aux_outputs()
+        model.head_in_features = model.head_in_features[:model.num_levels]
     return model

@@ -1,1 +1,2 @@
-"""Small utilities: plots of the run artefacts, atomic file writes."""
+"""Small utilities: plots of the run artefacts, atomic file writes, imports of optional
+packages."""

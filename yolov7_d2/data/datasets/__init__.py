@@ -1,10 +1,13 @@
-"""Real datasets reachable from package registries, prepared into a local cache
-(``$YOLOV7_D2_DATASETS``, default ``datasets/`` in the checkout) and registered with
-detectron2 on request: nothing is registered or downloaded at import time."""
+"""Datasets as detectron2 registrations: YOLO ``data.yaml``, Pascal VOC folders, COCO json
+files, and two bundled real datasets (DeepForest tiles, labelme examples) whose prepared
+copies live in a local cache (``$YOLOV7_D2_DATASETS``, default ``datasets/`` in the
+checkout). Nothing is registered at import time, and registering downloads nothing: a bundled
+dataset is prepared by ``tools/prepare_datasets.py``, which it runs when first loaded without
+a prepared copy."""
 from .coco_format import register_coco_json
-from .common import ENV_VAR, datasets_root
-from .deepforest import deepforest_dir, prepare_deepforest, register_deepforest
-from .labelme import labelme_dir, prepare_labelme_examples, register_labelme_examples
+from .deepforest import deepforest_dir, register_deepforest
+from .labelme import labelme_dir, register_labelme_examples
+from .prepared import ENV_VAR, datasets_root
 from .voc_format import register_voc_dataset
 from .yolo_format import register_yolo_dataset
 
@@ -12,10 +15,8 @@ __all__ = [
     "ENV_VAR",
     "datasets_root",
     "deepforest_dir",
-    "prepare_deepforest",
     "register_deepforest",
     "labelme_dir",
-    "prepare_labelme_examples",
     "register_labelme_examples",
     "register_yolo_dataset",
     "register_voc_dataset",

@@ -2,34 +2,32 @@
 in the PyPI wheel ``deepforest==2.1.0`` (MIT licence, ``deepforest/data/``), tiled into a
 small one-class COCO detection dataset.
 
-Preparation (:func:`prepare_deepforest`, idempotent):
+Preparation: ``tools/prepare_datasets.py`` downloads the wheel (``python -m pip download
+--no-deps --only-binary :all: deepforest==2.1.0``; the package registry is the only source),
+checks its sha256 against :data:`WHEEL_SHA256` and calls :func:`write_deepforest_dataset`;
+the registered splits run that tool when first loaded without a prepared copy. The tiling:
 
-1. ``python -m pip download --no-deps --only-binary :all: deepforest==2.1.0`` (the package
-   registry is the only source), sha256 checked against :data:`WHEEL_SHA256`.
-2. Every image of ``deepforest/data/`` with a Pascal VOC xml (4 images, 951 boxes) is read
+1. Every image of ``deepforest/data/`` with a Pascal VOC xml (4 images, 951 boxes) is read
    from the wheel. Images at least one tile wide and high (the two 2019_YELL crops,
    2299x2472 and 1249x1035, 853 boxes) are cut into non-overlapping :data:`TILE` px tiles
    from the top-left corner; the remainder at the right / bottom edges is not used, and
    the two 400x400 images (smaller than a tile) are skipped.
-3. A box goes to every tile it overlaps, clipped to it, if the clipped part keeps at least
+2. A box goes to every tile it overlaps, clipped to it, if the clipped part keeps at least
    :data:`MIN_VISIBLE_FRACTION` of its area (smaller slivers are dropped; the mapper's box
    filter would drop most of them anyway). All labels (Tree, and Alive / Dead in the
    skipped SOAP image) become the one class ``tree``.
-4. Split: tiles are numbered in reading order (source images sorted by name, rows top to
+3. Split: tiles are numbered in reading order (source images sorted by name, rows top to
    bottom, tiles left to right); every third tile (number % 3 == 2) is validation. Result:
    21 train tiles / 503 boxes, 10 val tiles / 231 boxes.
-5. Tiles (PNG) and ``annotations/{train,val}.json`` (COCO, ids from 1) are written under the
-   dataset directory with a ``manifest.json`` of checksums; a later call with a valid
+4. Tiles (PNG) and ``annotations/{train,val}.json`` (COCO, ids from 1) are written under the
+   dataset directory with a ``manifest.json`` of checksums; a later preparation with a valid
    manifest does nothing.
 """
 from __future__ import annotations
 
-import glob
 import io
 import logging
 import shutil
-import subprocess
-import sys
 import tempfile
 import xml.etree.ElementTree as ET
 import zipfile
@@ -38,25 +36,19 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .common import (
-    Manifest,
-    datasets_root,
-    preparation_lock,
-    register_lazy_coco,
-    sha256_of,
-    write_json,
-)
+from .common import register_lazy_coco
+from .prepared import Manifest, datasets_root, ensure_prepared, write_json
 
 __all__ = [
     "REQUIREMENT",
     "WHEEL_SHA256",
     "TILE",
     "MIN_VISIBLE_FRACTION",
+    "PREP_VERSION",
     "deepforest_dir",
-    "fetch_deepforest_wheel",
     "tile_boxes",
     "build_deepforest_tiles",
-    "prepare_deepforest",
+    "write_deepforest_dataset",
     "register_deepforest",
 ]
 
@@ -72,6 +64,8 @@ MIN_VISIBLE_FRACTION = 0.05
 #: Every VAL_EVERY-th tile (number % VAL_EVERY == VAL_EVERY - 1) is validation.
 VAL_EVERY = 3
 CLASSES = ["tree"]
+#: The dataset's name in tools/prepare_datasets.py (``--only``) and its default directory.
+NAME = "deepforest"
 SPLITS = ("train", "val")
 DATA_PREFIX = "deepforest/data/"
 # Bump when the tiling / split rule changes: prepared copies with another version are redone.
@@ -80,33 +74,7 @@ PREP_VERSION = f"deepforest-2.1.0/tile{TILE}/min{MIN_VISIBLE_FRACTION}/val{VAL_E
 
 def deepforest_dir(root: Optional[str | Path] = None) -> Path:
     """The dataset directory: ``root`` or ``<datasets_root()>/deepforest``."""
-    return Path(root) if root else datasets_root() / "deepforest"
-
-
-def fetch_deepforest_wheel(download_dir: Path) -> Path:
-    """The deepforest wheel in ``download_dir`` (downloaded with pip if absent), checked."""
-    download_dir = Path(download_dir)
-    found = sorted(glob.glob(str(download_dir / "deepforest-2.1.0-*.whl")))
-    if not found or sha256_of(Path(found[0])) != WHEEL_SHA256:
-        download_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-               "--disable-pip-version-check", "-q", REQUIREMENT, "-d", str(download_dir)]
-        logger.info("downloading the %s wheel: %s", REQUIREMENT, " ".join(cmd))
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(
-                f"`{' '.join(cmd)}` failed (exit {proc.returncode}); the DeepForest data comes "
-                f"from the PyPI wheel {REQUIREMENT} and needs access to PyPI or a pip mirror. "
-                f"pip said:\n{proc.stderr[-2000:]}")
-        found = sorted(glob.glob(str(download_dir / "deepforest-2.1.0-*.whl")))
-        if not found:
-            raise RuntimeError(f"pip reported success but no deepforest wheel is in {download_dir}")
-    wheel = Path(found[0])
-    digest = sha256_of(wheel)
-    if digest != WHEEL_SHA256:
-        raise RuntimeError(f"{wheel}: sha256 {digest} != expected {WHEEL_SHA256}; delete it "
-                           "and try again, or check your package index")
-    return wheel
+    return Path(root) if root else datasets_root() / NAME
 
 
 def _parse_voc(xml_bytes: bytes) -> Tuple[str, int, int, np.ndarray]:
@@ -166,7 +134,8 @@ def build_deepforest_tiles(wheel: Path, out_dir: Path, tile: int = TILE,
                            min_visible: float = MIN_VISIBLE_FRACTION) -> Dict[str, dict]:
     """Tile the wheel's annotated images into ``out_dir`` (``{split}/*.png`` and
     ``annotations/{split}.json``). No checksum or manifest here (see
-    :func:`prepare_deepforest`). Returns per split: {"images", "boxes", "files"}."""
+    :func:`write_deepforest_dataset`). Returns {"counts": per split {"images", "boxes"},
+    "files": the written paths relative to ``out_dir``}."""
     from PIL import Image
 
     out_dir = Path(out_dir)
@@ -211,47 +180,34 @@ def build_deepforest_tiles(wheel: Path, out_dir: Path, tile: int = TILE,
     return {"counts": counts, "files": files}
 
 
-def prepare_deepforest(root: Optional[str | Path] = None, force: bool = False) -> Dict[str, object]:
-    """Make the tiled DeepForest dataset exist under ``deepforest_dir(root)`` (see the module
-    doc); nothing is done when a valid manifest is there, unless ``force``.
-
-    Returns {"root", "image_root", "train_json", "val_json", "counts"}."""
-    out_dir = deepforest_dir(root)
-    manifest = Manifest(out_dir, PREP_VERSION)
-    data = None if force else manifest.load_if_valid()
-    if data is None:
-        with preparation_lock(out_dir):
-            data = _prepare_locked(out_dir, manifest, force)
-    return {"root": out_dir, "image_root": out_dir, "counts": data["counts"],
-            **{f"{s}_json": out_dir / "annotations" / f"{s}.json" for s in SPLITS}}
-
-
-def _prepare_locked(out_dir: Path, manifest: Manifest, force: bool) -> dict:
-    data = None if force else manifest.load_if_valid()  # another process may have finished
-    if data is None:
-        wheel = fetch_deepforest_wheel(out_dir / "_download")
-        with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-            built = build_deepforest_tiles(wheel, Path(tmp))
-            for old in ("annotations", *SPLITS):  # leftovers of another preparation version
-                shutil.rmtree(out_dir / old, ignore_errors=True)
-            for rel in built["files"]:  # move into place only once everything is written
-                (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-                (Path(tmp) / rel).replace(out_dir / rel)
-        data = manifest.write(built["files"], source=REQUIREMENT, source_sha256=WHEEL_SHA256,
-                              counts=built["counts"])
-        logger.info("DeepForest prepared in %s: %s", out_dir, data["counts"])
+def write_deepforest_dataset(wheel: Path, out_dir: Path) -> dict:
+    """Tile the checked ``wheel`` into ``out_dir`` (replacing an earlier preparation) and
+    write its manifest last. Returns the manifest."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        built = build_deepforest_tiles(wheel, Path(tmp))
+        for old in ("annotations", *SPLITS):  # leftovers of another preparation version
+            shutil.rmtree(out_dir / old, ignore_errors=True)
+        for rel in built["files"]:  # move into place only once everything is written
+            (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            (Path(tmp) / rel).replace(out_dir / rel)
+    data = Manifest(out_dir, PREP_VERSION).write(
+        built["files"], source=REQUIREMENT, source_sha256=WHEEL_SHA256, counts=built["counts"])
+    logger.info("DeepForest prepared in %s: %s", out_dir, data["counts"])
     return data
 
 
 def register_deepforest(root: Optional[str | Path] = None) -> List[str]:
     """Register ``deepforest_trees_train`` and ``deepforest_trees_val`` (one class,
-    ``tree``). Nothing is downloaded now: the data is prepared when a split is first loaded
-    (``DatasetCatalog.get``). Returns the registered names."""
+    ``tree``). Nothing is downloaded now: when a split is first loaded (``DatasetCatalog.get``)
+    without a prepared copy in ``deepforest_dir(root)``, ``tools/prepare_datasets.py`` runs
+    (see :func:`~.prepared.ensure_prepared`). Returns the registered names."""
     out_dir = deepforest_dir(root)
     names = []
     for split in SPLITS:
         name = f"deepforest_trees_{split}"
         register_lazy_coco(name, out_dir / "annotations" / f"{split}.json", out_dir, CLASSES,
-                           prepare=lambda: prepare_deepforest(out_dir))
+                           prepare=lambda: ensure_prepared(NAME, out_dir, PREP_VERSION))
         names.append(name)
     return names

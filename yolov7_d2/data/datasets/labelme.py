@@ -3,10 +3,12 @@
 package ``labelme-examples`` (``usr/share/doc/labelme-examples/examples/instance_segmentation/
 data_dataset_coco/``).
 
-Preparation (:func:`prepare_labelme_examples`, idempotent): ``apt-get download
-labelme-examples`` (``apt-get update`` first if apt has no package lists), the files read out
-of the ``.deb`` (what ``dpkg-deb -x`` would extract; done in Python so that a .deb copied to a
-non-Debian machine works too), then a cleaned json is written:
+Preparation: ``tools/prepare_datasets.py`` fetches the package (``apt-get download
+labelme-examples``, ``apt-get update`` first if apt has no package lists; or a .deb given as
+``--labelme-deb``) and calls :func:`write_labelme_dataset`; the registered dataset runs that
+tool when first loaded without a prepared copy. :func:`write_labelme_dataset` reads the files
+out of the ``.deb`` (what ``dpkg-deb -x`` would extract; done in Python so that a .deb copied
+to a non-Debian machine works too), then writes a cleaned json:
 
 * the ``_background_`` category (id 0, used by no annotation) is removed: the 20 VOC classes
   remain, ids 1..20, which detectron2 maps to contiguous 0..19;
@@ -19,23 +21,15 @@ from __future__ import annotations
 import io
 import json
 import logging
-import shutil
-import subprocess
 import tarfile
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from .common import (
-    Manifest,
-    datasets_root,
-    preparation_lock,
-    register_lazy_coco,
-    sha256_of,
-    write_json,
-)
+from .common import register_lazy_coco
+from .prepared import Manifest, datasets_root, ensure_prepared, sha256_of, write_json
 
-__all__ = ["PACKAGE", "labelme_dir", "fetch_labelme_deb", "read_deb_files",
-           "clean_coco", "prepare_labelme_examples", "register_labelme_examples"]
+__all__ = ["PACKAGE", "NAME", "PREP_VERSION", "labelme_dir", "read_deb_files", "clean_coco",
+           "write_labelme_dataset", "register_labelme_examples"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,43 +41,11 @@ COCO_DIR = "usr/share/doc/labelme-examples/examples/instance_segmentation/data_d
 BACKGROUND = "_background_"
 NAME = "labelme_examples"
 PREP_VERSION = "labelme-examples/v1"
-HOW_TO_GET = (
-    "the labelme_examples dataset comes from the Debian package 'labelme-examples' "
-    "(`apt-get update && apt-get download labelme-examples` on Debian/Ubuntu, or download "
-    "the .deb from https://packages.debian.org/labelme-examples) and pass its path as "
-    "deb=... (tools/prepare_datasets.py --labelme-deb PATH)")
 
 
 def labelme_dir(root: Optional[str | Path] = None) -> Path:
     """The dataset directory: ``root`` or ``<datasets_root()>/labelme_examples``."""
     return Path(root) if root else datasets_root() / NAME
-
-
-def fetch_labelme_deb(download_dir: Path) -> Path:
-    """``labelme-examples_*.deb`` in ``download_dir``, fetched with ``apt-get download``
-    (after ``apt-get update`` if the first try fails)."""
-    download_dir = Path(download_dir)
-    found = sorted(download_dir.glob("labelme-examples_*.deb"))
-    if found:
-        return found[-1]
-    if shutil.which("apt-get") is None:
-        raise RuntimeError("apt-get is not available: " + HOW_TO_GET)
-    download_dir.mkdir(parents=True, exist_ok=True)
-
-    def download():
-        return subprocess.run(["apt-get", "download", PACKAGE], cwd=download_dir,
-                              capture_output=True, text=True)
-
-    proc = download()
-    if proc.returncode != 0:
-        logger.info("apt-get download failed (%s); running apt-get update", proc.stderr.strip())
-        update = subprocess.run(["apt-get", "update"], capture_output=True, text=True)
-        proc = download() if update.returncode == 0 else update
-    found = sorted(download_dir.glob("labelme-examples_*.deb"))
-    if proc.returncode != 0 or not found:
-        raise RuntimeError(f"could not fetch {PACKAGE} with apt-get "
-                           f"({proc.stderr.strip()[-1000:]}); " + HOW_TO_GET)
-    return found[-1]
 
 
 def read_deb_files(deb: Path, prefix: str) -> Dict[str, bytes]:
@@ -132,47 +94,33 @@ def clean_coco(coco: dict) -> dict:
     }
 
 
-def prepare_labelme_examples(root: Optional[str | Path] = None, deb: Optional[str | Path] = None,
-                             force: bool = False) -> Dict[str, object]:
-    """Make the dataset exist under ``labelme_dir(root)`` (see the module doc), from ``deb``
-    or a .deb fetched with apt. Returns {"root", "image_root", "json", "counts", "classes"}."""
-    out_dir = labelme_dir(root)
+def write_labelme_dataset(deb: Path, out_dir: Path) -> dict:
+    """The cleaned dataset of the ``labelme-examples`` package file ``deb`` written into
+    ``out_dir``, its manifest last. Returns the manifest."""
+    deb, out_dir = Path(deb), Path(out_dir)
     json_file = out_dir / "annotations.json"
-    manifest = Manifest(out_dir, PREP_VERSION)
-    data = None if force else manifest.load_if_valid()
-    if data is None:
-        with preparation_lock(out_dir):
-            data = _prepare_locked(out_dir, manifest, deb, force)
-    return {"root": out_dir, "image_root": out_dir, "json": json_file,
-            "counts": data["counts"], "classes": data["classes"]}
-
-
-def _prepare_locked(out_dir: Path, manifest: Manifest, deb, force: bool) -> dict:
-    json_file = out_dir / "annotations.json"
-    data = None if force else manifest.load_if_valid()  # another process may have finished
-    if data is None:
-        deb = Path(deb) if deb else fetch_labelme_deb(out_dir / "_download")
-        digest = sha256_of(deb)
-        if digest not in KNOWN_DEB_SHA256:
-            logger.info("%s: sha256 %s is not the version this was written for; using it",
-                        deb, digest)
-        files = read_deb_files(deb, COCO_DIR)
-        if "annotations.json" not in files:
-            raise RuntimeError(f"{deb} has no {COCO_DIR}annotations.json")
-        coco = clean_coco(json.loads(files["annotations.json"]))
-        written = []
-        for img in coco["images"]:
-            if img["file_name"] not in files:
-                raise RuntimeError(f"{deb}: image {img['file_name']} of the json is missing")
-            (out_dir / img["file_name"]).parent.mkdir(parents=True, exist_ok=True)
-            (out_dir / img["file_name"]).write_bytes(files[img["file_name"]])
-            written.append(img["file_name"])
-        write_json(json_file, coco)
-        counts = {"images": len(coco["images"]), "boxes": len(coco["annotations"])}
-        classes = [c["name"] for c in sorted(coco["categories"], key=lambda c: c["id"])]
-        data = manifest.write(written + [json_file.name], source=deb.name, source_sha256=digest,
-                              counts=counts, classes=classes)
-        logger.info("labelme_examples prepared in %s: %s", out_dir, counts)
+    digest = sha256_of(deb)
+    if digest not in KNOWN_DEB_SHA256:
+        logger.info("%s: sha256 %s is not the version this was written for; using it",
+                    deb, digest)
+    files = read_deb_files(deb, COCO_DIR)
+    if "annotations.json" not in files:
+        raise RuntimeError(f"{deb} has no {COCO_DIR}annotations.json")
+    coco = clean_coco(json.loads(files["annotations.json"]))
+    written = []
+    for img in coco["images"]:
+        if img["file_name"] not in files:
+            raise RuntimeError(f"{deb}: image {img['file_name']} of the json is missing")
+        (out_dir / img["file_name"]).parent.mkdir(parents=True, exist_ok=True)
+        (out_dir / img["file_name"]).write_bytes(files[img["file_name"]])
+        written.append(img["file_name"])
+    write_json(json_file, coco)
+    counts = {"images": len(coco["images"]), "boxes": len(coco["annotations"])}
+    classes = [c["name"] for c in sorted(coco["categories"], key=lambda c: c["id"])]
+    data = Manifest(out_dir, PREP_VERSION).write(
+        written + [json_file.name], source=deb.name, source_sha256=digest, counts=counts,
+        classes=classes)
+    logger.info("labelme_examples prepared in %s: %s", out_dir, counts)
     return data
 
 
@@ -187,8 +135,11 @@ VOC_CLASSES = [
 def register_labelme_examples(root: Optional[str | Path] = None,
                               deb: Optional[str | Path] = None) -> List[str]:
     """Register ``labelme_examples`` (20 VOC classes, 3 images, 12 objects with polygons).
-    The data is fetched and prepared when the dataset is first loaded. Returns [name]."""
+    Nothing is fetched now: when it is first loaded without a prepared copy in
+    ``labelme_dir(root)``, ``tools/prepare_datasets.py`` runs (from the .deb ``deb`` if given;
+    see :func:`~.prepared.ensure_prepared`). Returns [name]."""
     out_dir = labelme_dir(root)
+    extra_args = ["--labelme-deb", str(deb)] if deb else []
     register_lazy_coco(NAME, out_dir / "annotations.json", out_dir, VOC_CLASSES,
-                       prepare=lambda: prepare_labelme_examples(out_dir, deb))
+                       prepare=lambda: ensure_prepared(NAME, out_dir, PREP_VERSION, extra_args))
     return [NAME]

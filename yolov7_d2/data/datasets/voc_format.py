@@ -32,7 +32,8 @@ from typing import List, Optional, Sequence, Union
 
 from detectron2.structures import BoxMode
 
-from .yolo_format import IMG_FORMATS, BadLabels, _register, check_on_bad_label, image_size
+from .bad_labels import BadLabels, check_on_bad_label
+from .common import IMG_FORMATS, image_size, register_cached
 
 __all__ = ["VOC_CLASSES", "BOX_TOLERANCE_PX", "voc_class_names", "load_voc_split",
            "register_voc_dataset"]
@@ -213,6 +214,6 @@ def register_voc_dataset(root: Union[str, os.PathLike], split: str, name: Option
         return load_voc_split(root, split, classes, dataset_name=name,
                               on_bad_label=on_bad_label, skip_difficult=skip_difficult)
 
-    _register(name, load, thing_classes=classes, dirname=str(root), split=split,
-              evaluator_type="coco")
+    register_cached(name, load, thing_classes=classes, dirname=str(root), split=split,
+                    evaluator_type="coco")
     return name

@@ -40,12 +40,11 @@ read here, so a truncated image passes; the trainer decodes every image before t
 step (:mod:`yolov7_d2.data.validate`, ``DATASETS.YOLOV7.VALIDATE_IMAGES``) and skips it then.
 Identical label lines of one file are kept once (the count is logged as a warning).
 
-The command-line helpers of ``train_net.py`` / ``tools/`` (``--yolo-data`` ...) are in
-:mod:`yolov7_d2.data.datasets.cli` (still importable from here).
+The command-line options of ``train_net.py`` / ``tools/`` (``--yolo-data`` ...) are in
+:mod:`yolov7_d2.engine.dataset_options`.
 """
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import os
@@ -53,91 +52,27 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
+from .bad_labels import BadLabels, check_on_bad_label
+from .common import IMG_FORMATS, image_size, register_cached
+
 __all__ = [
-    "IMG_FORMATS",
     "COORD_TOLERANCE",
-    "BadLabelError",
-    "BadLabels",
     "read_data_yaml",
     "image_files",
     "label_path",
     "parse_label_file",
-    "image_size",
     "load_yolo_split",
     "register_yolo_dataset",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Image file extensions (lower case) taken from directories, as the official loader.
-IMG_FORMATS = ("bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp")
 #: A normalized coordinate may leave [0, 1] by this much (then it is clipped) before the line
 #: counts as malformed.
 COORD_TOLERANCE = 0.01
-ON_BAD_LABEL_CHOICES = ("error", "skip")
-ON_BAD_LABEL_KEY = "DATASETS.YOLOV7.ON_BAD_LABEL"
-#: In skip mode, problems logged one by one before only the total is reported.
-MAX_LOGGED = 50
-#: In error mode, problems listed in the exception message.
-MAX_LISTED = 20
-_EXIF_ORIENTATION = 0x0112
 _THREADS = 8
-
-
-class BadLabelError(ValueError):
-    """Bad label lines or image files (``on_bad_label="error"``); the message lists them."""
-
-
-class BadLabels:
-    """Collects ``where: reason`` problems of one dataset load and, at the end, raises
-    (``mode="error"``) or has logged each as a warning (``mode="skip"``).
-
-    The defaults are those of label files; the image validation of
-    :mod:`yolov7_d2.data.validate` names its own config ``key``, the problems (``what``), the
-    ``error`` class, and lists every problem (``max_listed=None``)."""
-
-    def __init__(self, dataset_name: str, mode: str, *, key: str = ON_BAD_LABEL_KEY,
-                 what: str = "bad label line(s) / image file(s)",
-                 max_listed: Optional[int] = MAX_LISTED, error: type = BadLabelError):
-        check_on_bad_label(mode, key)
-        self.dataset_name, self.mode = dataset_name, mode
-        self.key, self.what, self.max_listed = key, what, max_listed
-        self.error = error
-        self.problems: List[str] = []
-
-    def add(self, where: str, reason: str) -> None:
-        message = f"{where}: {reason}"
-        self.problems.append(message)
-        if self.mode == "skip" and len(self.problems) <= MAX_LOGGED:
-            logger.warning("%s: %s; skipped (%s skip)", self.dataset_name, message, self.key)
-
-    def finish(self) -> None:
-        n = len(self.problems)
-        if not n:
-            return
-        if self.mode == "error":
-            listed = self.problems if self.max_listed is None else self.problems[:self.max_listed]
-            more = f"\n  ... and {n - len(listed)} more" if n > len(listed) else ""
-            raise self.error(
-                f"dataset {self.dataset_name!r}: {n} {self.what}:\n  "
-                + "\n  ".join(listed)
-                + f"{more}\nFix them, or leave them out with {self.key} skip (each is then "
-                "logged).")
-        if n > MAX_LOGGED:
-            logger.warning("%s: %d %s skipped in total (the first %d are logged above)",
-                           self.dataset_name, n, self.what, MAX_LOGGED)
-        else:
-            logger.warning("%s: %d %s skipped", self.dataset_name, n, self.what)
-
-
-def check_on_bad_label(mode: str, key: str = ON_BAD_LABEL_KEY) -> str:
-    """``mode`` if it is one of :data:`ON_BAD_LABEL_CHOICES`, else ValueError naming ``key``."""
-    if mode not in ON_BAD_LABEL_CHOICES:
-        raise ValueError(f"{key} must be one of {ON_BAD_LABEL_CHOICES}, got {mode!r}")
-    return mode
 
 
 # ---------------------------------------------------------------------------- data.yaml
@@ -260,23 +195,6 @@ def label_path(image: Union[str, os.PathLike]) -> Path:
             parts[i] = "labels"
             break
     return Path(*parts).with_suffix(".txt")
-
-
-def image_size(path: Path) -> Tuple[int, int]:
-    """(width, height) from the image header, after EXIF orientation (as detectron2 reads it)."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        w, h = im.size
-        try:
-            orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
-        except Exception:  # a broken EXIF block: detectron2 ignores it too
-            orientation = 1
-    if orientation in (5, 6, 7, 8):  # transposed / rotated by 90 degrees
-        w, h = h, w
-    if w <= 0 or h <= 0:
-        raise ValueError(f"size {w}x{h}")
-    return w, h
 
 
 def _in_range(values: Sequence[float], low: float = 0.0, high: float = 1.0) -> bool:
@@ -444,21 +362,6 @@ def _default_prefix(yaml_path: Path) -> str:
     return yaml_path.parent.name if stem.lower() in ("data", "dataset") else stem
 
 
-def _register(name: str, load, **metadata) -> None:
-    cache = {}
-
-    def cached():
-        if "dicts" not in cache:
-            cache["dicts"] = load()
-        return copy.deepcopy(cache["dicts"])
-
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
-    DatasetCatalog.register(name, cached)
-    MetadataCatalog.get(name).set(**metadata)
-
-
 def register_yolo_dataset(data_yaml: Union[str, os.PathLike], name_prefix: Optional[str] = None,
                           on_bad_label: str = "error") -> Dict[str, str]:
     """Register the splits of a YOLO ``data.yaml`` (module doc) as ``<prefix>_train``,
@@ -478,16 +381,8 @@ def register_yolo_dataset(data_yaml: Union[str, os.PathLike], name_prefix: Optio
             return load_yolo_split(sources, info["names"], dataset_name=name,
                                    on_bad_label=on_bad_label)
 
-        _register(name, load, thing_classes=list(info["names"]), data_yaml=str(info["yaml"]),
-                  split=split, evaluator_type="coco")
+        register_cached(name, load, thing_classes=list(info["names"]),
+                        data_yaml=str(info["yaml"]), split=split, evaluator_type="coco")
         names[split] = name
     return names
 
-
-def __getattr__(name: str):
-    # The command-line helpers moved to cli.py (which imports this module); old import path.
-    if name in ("add_dataset_arguments", "apply_dataset_arguments"):
-        from . import cli
-
-        return getattr(cli, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

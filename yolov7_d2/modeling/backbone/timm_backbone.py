@@ -11,11 +11,18 @@ import torch
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 
+from ...utils.optional import import_optional
+
 __all__ = ["TimmBackbone", "build_timm_backbone", "PretrainedWeightsUnavailable"]
 
 # Seconds to wait for the weight server before declaring it unreachable. timm itself would
 # retry for ~45 s per file (huggingface_hub's back-off) before failing on a machine offline.
 _PROBE_TIMEOUT = 3.0
+
+
+def _import_timm():
+    return import_optional("timm", "research",
+                           "The timm backbones (build_timm_backbone, configs/research/)")
 
 
 class PretrainedWeightsUnavailable(RuntimeError):
@@ -61,7 +68,7 @@ def _pretrained_overlay(name: str, pretrained_file: str) -> dict:
             raise PretrainedWeightsUnavailable(
                 f"timm weight file {pretrained_file!r} does not exist")
         return {"file": pretrained_file}
-    import timm
+    timm = _import_timm()
 
     pretrained_cfg = timm.models.get_pretrained_cfg(name)
     if pretrained_cfg is None:
@@ -109,7 +116,7 @@ class TimmBackbone(Backbone):
                  pretrained: bool = False, pretrained_file: str = "", in_channels: int = 3,
                  img_size: int = 640, **model_kwargs):
         super().__init__()
-        import timm
+        timm = _import_timm()
 
         pretrained_cfg = timm.models.get_pretrained_cfg(name)
         if pretrained_cfg is not None and pretrained_cfg.fixed_input_size:

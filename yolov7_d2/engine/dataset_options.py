@@ -9,9 +9,8 @@ from typing import Dict, Iterable, Optional, Tuple
 
 from detectron2.data import MetadataCatalog
 
-from .coco_format import register_coco_json
-from .voc_format import register_voc_dataset
-from .yolo_format import check_on_bad_label, register_yolo_dataset
+from ..data.datasets import register_coco_json, register_voc_dataset, register_yolo_dataset
+from ..data.datasets.bad_labels import check_on_bad_label
 
 __all__ = ["COCO_TRAIN_NAME", "COCO_VAL_NAME", "add_dataset_arguments",
            "apply_dataset_arguments"]

@@ -1,5 +1,5 @@
-"""Seeded synthetic detection sets (ground truth + detections) for evaluator tests and
-benchmarks: COCO-like statistics (box sizes over the small / medium / large ranges, a few
+"""Seeded synthetic detection sets (ground truth + detections) for the evaluator tests and
+``tools/benchmark_coco_eval.py``: COCO-like statistics (box sizes over the small / medium / large ranges, a few
 crowd boxes, many low-score detections), nothing to download."""
 from __future__ import annotations
 
@@ -63,7 +63,8 @@ def synthetic_detection_set(num_images: int = 300, num_classes: int = 5, gt_per_
         detections[image_id] = {
             "boxes": boxes.astype(np.float32),
             "scores": np.concatenate([tp_scores, rng.beta(1, 6, size=n_fp)]).astype(np.float32),
-            "classes": np.concatenate([tp_classes, rng.integers(num_classes, size=n_fp)]).astype(np.int64),
+            "classes": np.concatenate([tp_classes, rng.integers(num_classes, size=n_fp)]).astype(
+                np.int64),
         }
     return dicts, detections
 
