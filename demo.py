@@ -245,6 +245,7 @@ def run_on_images(predictor, images: List[str], outputs: List[Optional[str]]) ->
     """Detects, prints and (where ``outputs`` has a path) draws each of ``images``; an image
     that fails is skipped with a warning. Returns the failures, one line each."""
     import cv2
+
     from detectron2.utils.visualizer import Visualizer
 
     done, failed, model_time, start = 0, [], 0.0, time.perf_counter()
@@ -309,6 +310,7 @@ def run_on_video(predictor, video: str, capture, out_path: Optional[str]) -> Non
     """Detects every frame of ``capture`` (opened from ``video``), prints per-frame counts
     and, with ``out_path``, writes the annotated frames as an mp4v video."""
     import cv2
+
     from detectron2.utils.video_visualizer import VideoVisualizer
 
     writer = None
@@ -354,9 +356,10 @@ def onnx_predictor(path: str, cfg):
     """A yolov7_d2.export.onnx_predictor.ONNXPredictor (same interface as YOLOv7Predictor);
     DemoError when onnxruntime is missing or the file cannot be used."""
     try:
+        import onnxruntime  # noqa: F401
+
         from yolov7_d2.export.onnx import ONNXExportError
         from yolov7_d2.export.onnx_predictor import ONNXPredictor
-        import onnxruntime  # noqa: F401
     except ImportError as e:
         raise DemoError(f"--onnx needs onnx and onnxruntime ({e}); install them with the "
                         "'onnx' extra: pip install -e '.[onnx]'") from e

@@ -48,6 +48,8 @@ extras_require = {
         "hypothesis",
         # real CC0 / public-domain photos (astronaut, coffee, chelsea) for demo tests
         "scikit-image",
+        # the linter that tests/test_lint.py runs on the whole tree (pyproject.toml's settings)
+        "ruff",
         # what `import sas_yolov7.models.yolo` needs; sas-yolov7 itself (a GPL-3.0 test-only
         # reference implementation) is installed by install.sh with --no-deps, because its
         # own requirements pin numpy<1.24.
@@ -62,7 +64,9 @@ setup(
     version="0.1.0",
     description="YOLOv7 object detector as a detectron2 plugin",
     license="Apache-2.0",
-    packages=find_packages(exclude=("tests", "tests.*", "configs", "configs.*", "tools", "tools.*")),
+    packages=find_packages(
+        exclude=("tests", "tests.*", "configs", "configs.*", "tools", "tools.*")
+    ),
     python_requires=">=3.10",
     install_requires=install_requires,
     extras_require=extras_require,

@@ -4,7 +4,8 @@
 Examples:
     python train_net.py --config-file configs/coco/yolov7.yaml --num-gpus 8
     python train_net.py --config-file configs/coco/yolov7.yaml --resume
-    python train_net.py --config-file configs/coco/yolov7.yaml --eval-only MODEL.WEIGHTS out/model_final.pth
+    python train_net.py --config-file configs/coco/yolov7.yaml --eval-only \\
+        MODEL.WEIGHTS out/model_final.pth
 
     python train_net.py --config-file configs/coco/yolov7-tiny.yaml --yolo-data my/data.yaml
     python train_net.py --config-file configs/coco/yolov7-tiny.yaml --voc-root VOCdevkit/VOC2007
@@ -22,9 +23,6 @@ import os
 import sys
 
 import yolov7_d2  # noqa: F401  (detectron2 compat shims, registrations)
-from detectron2.engine import default_argument_parser, default_setup, launch
-from detectron2.utils import comm
-from detectron2.utils.file_io import PathManager
 from yolov7_d2.checkpoint import CheckpointError, YOLOv7Checkpointer
 from yolov7_d2.config import keys_set_by, load_config
 from yolov7_d2.config_checks import ConfigError, check_config, check_schedule
@@ -32,10 +30,15 @@ from yolov7_d2.data.validate import DatasetConfigError
 from yolov7_d2.engine import (
     YOLOv7Trainer,
     count_training_images,
+    prepare_bundled_datasets,
     resolve_epoch_schedule,
     setup_yolov7_run,
 )
 from yolov7_d2.engine.dataset_options import add_dataset_arguments, apply_dataset_arguments
+
+from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.utils import comm
+from detectron2.utils.file_io import PathManager
 
 logger = logging.getLogger("yolov7_d2")
 
@@ -50,8 +53,10 @@ def setup(args):
     apply_dataset_arguments(cfg, args)
     cfg.freeze()
     default_setup(cfg, args)
-    setup_yolov7_run(cfg.OUTPUT_DIR)  # registers the built-in datasets: counted below
+    setup_yolov7_run(cfg.OUTPUT_DIR)  # registers the bundled datasets
     training = not args.eval_only
+    # The bundled datasets the run uses (the main job's tree tiles), prepared on first use.
+    prepare_bundled_datasets((cfg.DATASETS.TRAIN if training else ()) + cfg.DATASETS.TEST)
     # Values that cannot work (a zero batch size, an image size off the stride, unregistered
     # datasets, ...): one clear error now, not a ZeroDivisionError in the middle of training.
     check_config(cfg, training=training)

@@ -48,3 +48,17 @@ def _seeded():
 def seed():
     """Call ``seed(n)`` to re-seed python, numpy and torch inside a test."""
     return seed_everything
+
+
+@pytest.fixture(scope="session")
+def deepforest_prepared():
+    """The bundled DeepForest tree tiles registered and prepared (downloaded and tiled on
+    the first run, about 3 s; checked against their manifest afterwards), as train_net.py
+    prepares them. Modules that train on them use it with
+    ``pytestmark = pytest.mark.usefixtures("deepforest_prepared")``."""
+    from yolov7_d2.data import register_deepforest
+    from yolov7_d2.engine import prepare_bundled_datasets
+
+    names = register_deepforest()
+    prepare_bundled_datasets(names)
+    return names

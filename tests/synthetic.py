@@ -1,11 +1,12 @@
 """Seeded synthetic detection sets (ground truth + detections) for the evaluator tests and
-``tools/benchmark_coco_eval.py``: COCO-like statistics (box sizes over the small / medium / large ranges, a few
-crowd boxes, many low-score detections), nothing to download."""
+``tools/benchmark_coco_eval.py``: COCO-like statistics (box sizes over the small / medium /
+large ranges, a few crowd boxes, many low-score detections), nothing to download."""
 from __future__ import annotations
 
 from typing import Dict, List, Tuple
 
 import numpy as np
+
 from detectron2.structures import BoxMode
 
 __all__ = ["synthetic_detection_set", "to_coco_json"]

@@ -2,10 +2,11 @@
 import logging
 
 import torch
-from detectron2.utils.events import EventStorage
 
 from yolov7_d2.engine import YOLOv7TrainLoop
 from yolov7_d2.engine.amp import autocast_dtype, cpu_has_native_bf16
+
+from detectron2.utils.events import EventStorage
 
 
 def test_autocast_dtype_per_device(caplog):

@@ -6,13 +6,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from detectron2.structures import BoxMode
 
-from yolov7_d2.engine.hooks import AnchorCheckHook
 from yolov7_d2 import anchors as A
 from yolov7_d2.config import load_config
+from yolov7_d2.engine.hooks import AnchorCheckHook
+
+from detectron2.structures import BoxMode
+
 from log_records import Records
 from scripts import load_script
+
+# Trains or loads the bundled tree tiles.
+pytestmark = pytest.mark.usefixtures("deepforest_prepared")
 
 ROOT = Path(__file__).resolve().parents[1]
 TREES = ROOT / "configs" / "deepforest" / "yolov7-tiny-trees.yaml"
@@ -155,8 +160,9 @@ def test_metrics_match_the_official_check_anchors(capsys):
     for a dataset and a Detect module; ours give the same numbers. Boxes are kept away from the
     threshold so that its random +-10% scale cannot flip any box."""
     autoanchor = pytest.importorskip("sas_yolov7.utils.autoanchor")
-    import torch
     from types import SimpleNamespace
+
+    import torch
 
     anchors = np.array([[12, 16], [19, 36], [40, 28], [36, 75], [76, 55], [72, 146],
                         [142, 110], [192, 243], [459, 401]], dtype=np.float32)

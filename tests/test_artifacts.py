@@ -9,19 +9,24 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.structures import Boxes, BoxMode, Instances
-from detectron2.utils.events import EventStorage
-from scripts import load_script
 
 from yolov7_d2.config import load_config
+from yolov7_d2.engine.hooks import TrainingArtifactsHook
 from yolov7_d2.evaluation import YOLOv7COCOEvaluator
 from yolov7_d2.evaluation.artifacts import (
     YOLOv7ArtifactsEvaluator,
     YOLOv7Evaluators,
     append_results_row,
 )
-from yolov7_d2.engine.hooks import TrainingArtifactsHook
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import Boxes, BoxMode, Instances
+from detectron2.utils.events import EventStorage
+
+from scripts import load_script
+
+# Trains or loads the bundled tree tiles.
+pytestmark = pytest.mark.usefixtures("deepforest_prepared")
 
 ROOT = Path(__file__).resolve().parents[1]
 TREES = str(ROOT / "configs/deepforest/yolov7-tiny-trees.yaml")
@@ -146,7 +151,7 @@ def test_artifacts_outside_training_go_to_eval_folder(tmp_path, image_dataset):
 def trees_cfg(tmp_path_factory):
     from yolov7_d2.data import register_deepforest
 
-    register_deepforest()  # prepares datasets/deepforest on first load
+    register_deepforest()
     out = tmp_path_factory.mktemp("trees")
     return load_config(TREES, ["OUTPUT_DIR", str(out), "DATALOADER.NUM_WORKERS", "0",
                                "TEST.YOLOV7.NUM_VIS_IMAGES", "4", "MODEL.YOLOV7.WIDTH_MULTIPLE",

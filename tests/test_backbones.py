@@ -6,11 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from yolov7_d2.config import load_config
+from yolov7_d2.modeling.backbone import TimmBackbone, timm_backbone
+
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
-from yolov7_d2.config import load_config
-from yolov7_d2.modeling.backbone import TimmBackbone, timm_backbone
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["MODEL.DEVICE", "cpu", "MODEL.YOLOV7.WIDTH_MULTIPLE", "0.25",

@@ -11,16 +11,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.modeling import build_model
 from yolov7_d2.checkpoint import CheckpointError, YOLOv7Checkpointer
 from yolov7_d2.config import load_config
 from yolov7_d2.config_checks import ConfigError, check_config, check_schedule
 from yolov7_d2.data import register_deepforest, register_labelme_examples
 from yolov7_d2.data.validate import DatasetConfigError, check_datasets
 
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.modeling import build_model
+
 from log_records import Records
 from scripts import load_script
+
+# Trains or loads the bundled tree tiles.
+pytestmark = pytest.mark.usefixtures("deepforest_prepared")
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs" / "coco" / "yolov7-tiny.yaml")

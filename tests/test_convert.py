@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from detectron2.modeling import build_model
 from yolov7_d2.checkpoint import CheckpointError, YOLOv7Checkpointer
 from yolov7_d2.config import load_config
 from yolov7_d2.convert import ConversionError, official_to_yolov7, read_official_checkpoint
+
+from detectron2.modeling import build_model
+
 from scripts import load_script
 
 official_yolo = pytest.importorskip("sas_yolov7.models.yolo")
@@ -34,7 +36,8 @@ def _official_model(name: str, nc: int = 80):
 
 
 def _our_model(name: str, *opts):
-    cfg = load_config(str(ROOT / "configs" / "coco" / f"{name}.yaml"), ["MODEL.DEVICE", "cpu", *opts])
+    cfg = load_config(str(ROOT / "configs" / "coco" / f"{name}.yaml"),
+                      ["MODEL.DEVICE", "cpu", *opts])
     return build_model(cfg)
 
 
@@ -88,7 +91,8 @@ def test_conversion_tool_writes_loadable_checkpoint(tmp_path):
     tool = load_script("tools/convert_official_weights.py")
     source, output = tmp_path / "official.pt", tmp_path / "converted.pth"
     _save_official(_official_model("yolov7-tiny"), source)
-    assert tool.main(["--config-file", str(ROOT / "configs/coco/yolov7-tiny.yaml"), str(source), str(output)]) == 0
+    assert tool.main(["--config-file", str(ROOT / "configs/coco/yolov7-tiny.yaml"),
+                      str(source), str(output)]) == 0
     model = _our_model("yolov7-tiny")
     YOLOv7Checkpointer(model).load(str(output))
     assert not any(name.endswith(".tmp") for name in os.listdir(tmp_path))
@@ -143,7 +147,8 @@ def test_checkpointer_names_num_classes_mismatch_and_foreign_files(tmp_path):
     small = _our_model("yolov7-tiny", "MODEL.YOLOV7.NUM_CLASSES", "3")
     path = tmp_path / "three_classes.pth"
     torch.save({"model": small.state_dict()}, path)
-    with pytest.raises(CheckpointError, match="predicts 3 classes but MODEL.YOLOV7.NUM_CLASSES is 80"):
+    with pytest.raises(CheckpointError,
+                       match="predicts 3 classes but MODEL.YOLOV7.NUM_CLASSES is 80"):
         YOLOv7Checkpointer(_our_model("yolov7-tiny")).load(str(path))
     # An official file is converted on the fly; its class count must match unless fine-tuning.
     official = tmp_path / "official.pt"

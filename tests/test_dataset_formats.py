@@ -6,14 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from photos import write_photos
 from yolov7_d2.config import load_config
 from yolov7_d2.data import YOLOv7MosaicMapper, register_voc_dataset, register_yolo_dataset
 from yolov7_d2.data.datasets import voc_format, yolo_format
 from yolov7_d2.engine.dataset_options import apply_dataset_arguments
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
 from log_records import Records
+from photos import write_photos
 from scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,6 +1,6 @@
 """Bundled datasets: DeepForest tiling (synthetic fixture + the real wheel from PyPI) and the
 Debian labelme-examples COCO export (real, via apt), prepared by tools/prepare_datasets.py
-(the downloads) when first loaded."""
+(the downloads), which the entry points run through prepare_bundled_datasets."""
 import json
 import shutil
 import subprocess
@@ -11,17 +11,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import load_coco_json
 from PIL import Image
 
 from yolov7_d2.config import load_config
 from yolov7_d2.data import YOLOv7MosaicMapper, datasets_root
-from scripts import load_script
 from yolov7_d2.data.datasets import ENV_VAR
 from yolov7_d2.data.datasets import deepforest as df
 from yolov7_d2.data.datasets import labelme as lm
-from yolov7_d2.data.datasets import prepared
+from yolov7_d2.engine import prepare_bundled_datasets, run_setup
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import load_coco_json
+
+from scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 prep = load_script("tools/prepare_datasets.py")
@@ -91,13 +93,19 @@ def test_build_tiles_from_a_synthetic_wheel(tmp_path):
 
 
 def test_deepforest_real_wheel(tmp_path):
-    """Loading runs tools/prepare_datasets.py, which downloads the 20 MB deepforest wheel
-    from PyPI (about 1 s) and tiles it (about 2 s)."""
+    """What train_net.py does: prepare_bundled_datasets runs tools/prepare_datasets.py, which
+    downloads the 20 MB deepforest wheel from PyPI (about 1 s) and tiles it (about 2 s).
+    Neither registering nor loading downloads anything."""
     root = tmp_path / "deepforest"
     names = df.register_deepforest(root)
     try:
         assert names == ["deepforest_trees_train", "deepforest_trees_val"]
         assert not root.exists()  # registering prepares nothing
+        with pytest.raises(FileNotFoundError, match=r"python tools/prepare_datasets.py --only "
+                                                    r"deepforest --dir .*deepforest`"):
+            DatasetCatalog.get("deepforest_trees_train")
+        assert not root.exists()  # nor does loading
+        prepare_bundled_datasets(["deepforest_trees_val", "coco_2017_val", *names])
         train = DatasetCatalog.get("deepforest_trees_train")
         val = DatasetCatalog.get("deepforest_trees_val")
         assert MetadataCatalog.get("deepforest_trees_train").thing_classes == ["tree"]
@@ -165,6 +173,7 @@ def test_labelme_examples_real_package(tmp_path):
     root = tmp_path / "labelme_examples"
     (name,) = lm.register_labelme_examples(root)
     try:
+        prepare_bundled_datasets([name])
         dicts = DatasetCatalog.get(name)
         meta = MetadataCatalog.get(name)
     finally:
@@ -199,14 +208,15 @@ def test_labelme_without_apt_says_how_to_get_it(tmp_path, monkeypatch):
         prep.prepare_labelme_examples(tmp_path / "labelme")
 
 
-def test_loading_without_a_checkout_says_the_command(tmp_path, monkeypatch):
-    """An install without tools/ cannot prepare: loading names the command to run."""
-    monkeypatch.setattr(prepared, "_checkout", lambda: None)
-    (name,) = lm.register_labelme_examples(tmp_path / "labelme")
+def test_preparing_without_a_checkout_says_the_command(tmp_path, monkeypatch):
+    """An install without tools/ cannot prepare: the error names the command to run."""
+    monkeypatch.setattr(run_setup, "checkout_dir", lambda: None)
+    (name,) = lm.register_labelme_examples(tmp_path / "labelme", deb=tmp_path / "x.deb")
     try:
         with pytest.raises(FileNotFoundError, match="python tools/prepare_datasets.py --only "
-                                                    "labelme_examples --dir .*labelme"):
-            DatasetCatalog.get(name)
+                                                    "labelme_examples --dir .*labelme "
+                                                    "--labelme-deb .*x.deb"):
+            prepare_bundled_datasets([name])
     finally:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
@@ -219,3 +229,29 @@ def test_prepare_datasets_cli_help():
     assert proc.returncode == 0, proc.stderr
     for flag in ("--root", "--only", "--force", "--labelme-deb"):
         assert flag in proc.stdout
+
+
+def test_train_net_prepares_the_bundled_datasets_it_uses(tmp_path, monkeypatch,
+                                                         deepforest_prepared):
+    """The main job's first step on a fresh machine: train_net.py's setup finds the tree
+    tiles unprepared in $YOLOV7_D2_DATASETS and runs tools/prepare_datasets.py (the wheel is
+    copied in beforehand, so only the tiling runs); labelme_examples, which the run does not
+    use, is left alone."""
+    wheel = next((datasets_root() / "deepforest" / "_download").glob("*.whl"))
+    download = tmp_path / "deepforest" / "_download"
+    download.mkdir(parents=True)
+    shutil.copy(wheel, download)
+    monkeypatch.setenv(ENV_VAR, str(tmp_path))
+    train_net = load_script("train_net.py")
+    args = train_net.parse_args([
+        "--config-file", str(REPO / "configs/deepforest/yolov7-tiny-trees.yaml"), "--eval-only",
+        "OUTPUT_DIR", str(tmp_path / "out")])
+    try:
+        cfg = train_net.setup(args)
+        assert (tmp_path / "deepforest" / "manifest.json").is_file()
+        assert not (tmp_path / "labelme_examples").exists()
+        assert len(DatasetCatalog.get(cfg.DATASETS.TEST[0])) == 10
+    finally:
+        monkeypatch.delenv(ENV_VAR)
+        df.register_deepforest()  # back to the default root for the other tests
+        lm.register_labelme_examples()

@@ -287,10 +287,10 @@ def _trained_like_state_dict(cfg):
 
 def test_weights_are_loaded_and_match_a_direct_forward(capsys, caplog, photo_dir, tmp_path,
                                                        coco_names):
+    from yolov7_d2 import load_config
+
     import detectron2.data.transforms as T
     from detectron2.modeling import build_model
-
-    from yolov7_d2 import load_config
 
     cfg = load_config(CONFIG, FAST + ["MODEL.YOLOV7.CONF_THRESH_TEST", "0.25",
                                       "MODEL.YOLOV7.NMS_THRESH_TEST", "0.45",

@@ -10,13 +10,14 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from detectron2.modeling import build_model
-from detectron2.structures import BoxMode, Boxes, Instances
-from detectron2.utils.events import EventStorage
 
 from yolov7_d2.config import load_config
 from yolov7_d2.data import YOLOv7MosaicMapper
 from yolov7_d2.data.mapper import BoxFilter, FlipProbs, MixProbs, PerspectiveRange
+
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, BoxMode, Instances
+from detectron2.utils.events import EventStorage
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["MODEL.YOLOV7.WIDTH_MULTIPLE", "0.125"]

@@ -17,11 +17,9 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from test_engine import tiny_model
+from test_train import CONFIG, small_run_opts
 
-from detectron2.engine.defaults import create_ddp_model
-from detectron2.structures import Boxes, Instances
-from detectron2.utils import comm
-from detectron2.utils.events import EventStorage
 from yolov7_d2.config import load_config
 from yolov7_d2.engine import (
     ModelEMA,
@@ -32,8 +30,14 @@ from yolov7_d2.engine import (
     setup_yolov7_run,
 )
 from yolov7_d2.engine.distributed import average_batchnorm_buffers, batchnorm_buffers
-from test_engine import tiny_model
-from test_train import CONFIG, small_run_opts
+
+from detectron2.engine.defaults import create_ddp_model
+from detectron2.structures import Boxes, Instances
+from detectron2.utils import comm
+from detectron2.utils.events import EventStorage
+
+# Trains or loads the bundled tree tiles.
+pytestmark = pytest.mark.usefixtures("deepforest_prepared")
 
 WORLD_SIZE = 2
 TIMEOUT_S = 600

@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from detectron2.modeling import build_model
 from yolov7_d2.config import load_config
 from yolov7_d2.engine import (
     ModelEMA,
@@ -16,6 +15,8 @@ from yolov7_d2.engine import (
     yolov7_param_groups,
 )
 from yolov7_d2.modeling.layers import ImplicitA, ImplicitM
+
+from detectron2.modeling import build_model
 
 
 def tiny_model():
@@ -33,7 +34,8 @@ def test_param_groups_follow_official_split():
     biases = {id(p) for n, p in model.named_parameters() if n.endswith(".bias")}
     assert ids["no_decay"] == bn_weights | implicit
     assert ids["bias"] == biases
-    assert len(ids["decay"]) + len(ids["no_decay"]) + len(ids["bias"]) == len(list(model.parameters()))
+    assert (len(ids["decay"]) + len(ids["no_decay"]) + len(ids["bias"])
+            == len(list(model.parameters())))
     assert groups["decay"]["weight_decay"] == 5e-4
     assert groups["no_decay"]["weight_decay"] == groups["bias"]["weight_decay"] == 0.0
 
@@ -79,7 +81,8 @@ def test_schedule_warmup_and_cosine_decay():
     assert optimizer.param_groups[1]["momentum"] == pytest.approx(0.937)
     assert lr_factor(0.5, 0.1, "linear") == pytest.approx(0.55)
     assert lr_factor(0.5, 0.1, "cosine") == pytest.approx(0.55)
-    assert lr_factor(0.25, 0.1, "cosine") == pytest.approx(1 - 0.9 * (1 - math.cos(math.pi / 4)) / 2)
+    assert lr_factor(0.25, 0.1, "cosine") == pytest.approx(
+        1 - 0.9 * (1 - math.cos(math.pi / 4)) / 2)
 
 
 def test_accumulation_ramps_to_nominal_batch():
@@ -106,8 +109,9 @@ def test_ema_follows_official_decay():
 
 
 def test_multi_scale_resizes_images_and_boxes_together():
-    from detectron2.structures import Boxes, Instances
     from yolov7_d2.engine import MultiScale
+
+    from detectron2.structures import Boxes, Instances
 
     sizes = set()
     scaler = MultiScale(image_size=64, stride=32, seed=3)

@@ -5,11 +5,16 @@ import logging
 from pathlib import Path
 
 import pytest
+
+from yolov7_d2.config import keys_set_by, load_config
+from yolov7_d2.engine import EpochSchedule, resolve_epoch_schedule, resolve_lazy_epoch_schedule
+
 from detectron2.config import LazyConfig
 
 from log_records import Records
-from yolov7_d2.config import keys_set_by, load_config
-from yolov7_d2.engine import EpochSchedule, resolve_epoch_schedule, resolve_lazy_epoch_schedule
+
+# Trains or loads the bundled tree tiles.
+pytestmark = pytest.mark.usefixtures("deepforest_prepared")
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs" / "coco" / "yolov7-tiny.yaml")

@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.structures import Boxes, Instances
-from synthetic import synthetic_detection_set, to_coco_json
 from yolov7_d2.config import load_config
 from yolov7_d2.evaluation import EVAL_BACKENDS, YOLOv7COCOEvaluator, evaluate_with_faster_coco_eval
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import Boxes, Instances
+
+from synthetic import synthetic_detection_set, to_coco_json
 
 pytest.importorskip("faster_coco_eval")
 
@@ -62,9 +64,10 @@ def test_faster_coco_eval_equals_pycocotools_through_evaluator(synthetic, tmp_pa
 
 
 def test_twelve_stats_match_bit_for_bit(synthetic):
-    from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
     import faster_coco_eval
     from pycocotools.coco import COCO
+
+    from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
 
     gt, results = to_coco_json(*synthetic, NUM_CLASSES)
     assert any(a["iscrowd"] for a in gt["annotations"])
@@ -79,13 +82,16 @@ def test_twelve_stats_match_bit_for_bit(synthetic):
     assert len(fast.stats) == 12
     np.testing.assert_array_equal(np.asarray(reference.stats), fast.stats)  # bit for bit
     assert fast.eval["precision"].shape == reference.eval["precision"].shape
-    np.testing.assert_allclose(fast.eval["precision"], reference.eval["precision"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(fast.eval["precision"], reference.eval["precision"],
+                               rtol=0, atol=1e-12)
     # a custom maxDets (detectron2's COCOevalMaxDets path) agrees too
     with contextlib.redirect_stdout(io.StringIO()):
         reference = _evaluate_predictions_on_coco(coco_gt, copy.deepcopy(results), "bbox",
-                                                  use_fast_impl=False, max_dets_per_image=[1, 10, 50])
+                                                  use_fast_impl=False,
+                                                  max_dets_per_image=[1, 10, 50])
     fast = evaluate_with_faster_coco_eval(faster_coco_eval.COCO(copy.deepcopy(gt)),
-                                          copy.deepcopy(results), "bbox", max_dets_per_image=[1, 10, 50])
+                                          copy.deepcopy(results), "bbox",
+                                          max_dets_per_image=[1, 10, 50])
     np.testing.assert_array_equal(np.asarray(reference.stats), fast.stats)
 
 

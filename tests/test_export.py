@@ -14,10 +14,6 @@ import torch
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from detectron2.modeling import build_model  # noqa: E402
-from photos import PHOTOS, photo, write_photos  # noqa: E402
-from scripts import load_script
-
 from yolov7_d2.config import load_config  # noqa: E402
 from yolov7_d2.export.onnx import (  # noqa: E402
     END2END_OUTPUTS,
@@ -30,6 +26,11 @@ from yolov7_d2.export.onnx_predictor import create_session, fit_top_left  # noqa
 from yolov7_d2.modeling import reparameterize  # noqa: E402
 from yolov7_d2.modeling.box_coder import decode_predictions  # noqa: E402
 from yolov7_d2.modeling.meta_arch import postprocess_single_image  # noqa: E402
+
+from detectron2.modeling import build_model  # noqa: E402
+
+from photos import PHOTOS, photo, write_photos  # noqa: E402
+from scripts import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "coco", "yolov7-tiny.yaml")

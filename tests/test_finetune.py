@@ -10,9 +10,12 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from test_backbones import ROOT, training_input
+from test_backbones import build as build_research
+from test_convert import _official_model, _our_model, _save_official
+from test_train import CONFIG as TREES_CONFIG
+from test_train import small_run_opts
 
-from detectron2.modeling import build_model
-from detectron2.utils.events import EventStorage
 from yolov7_d2.checkpoint import CheckpointError, YOLOv7Checkpointer
 from yolov7_d2.config import load_config
 from yolov7_d2.convert import official_to_yolov7, read_official_checkpoint
@@ -20,11 +23,12 @@ from yolov7_d2.engine import YOLOv7Trainer
 from yolov7_d2.engine.optimizer import yolov7_param_groups
 from yolov7_d2.finetune import COCO_CLASSES, is_class_dependent
 from yolov7_d2.modeling.head import init_prediction_bias
+
+from detectron2.modeling import build_model
+from detectron2.utils.events import EventStorage
+
 from log_records import Records
 from scripts import load_script
-from test_backbones import ROOT, build as build_research, training_input
-from test_convert import _official_model, _our_model, _save_official
-from test_train import CONFIG as TREES_CONFIG, small_run_opts
 
 NUM_ANCHORS = 3
 

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from detectron2.modeling import build_model
 from yolov7_d2.config import load_config
 from yolov7_d2.predictor import YOLOv7Predictor
+
+from detectron2.modeling import build_model
 
 from photos import photo
 from scripts import load_script

@@ -6,12 +6,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from detectron2.config import LazyConfig, instantiate
-from detectron2.modeling import build_model
 from yolov7_d2.config import keys_set_by, load_config
 from yolov7_d2.data import YOLOv7MosaicMapper
 from yolov7_d2.engine import YOLOv7Trainer, resolve_epoch_schedule, resolve_lazy_epoch_schedule
+
+from detectron2.config import LazyConfig, instantiate
+from detectron2.modeling import build_model
+
 from scripts import load_script
+
+# Trains or loads the bundled tree tiles.
+pytestmark = pytest.mark.usefixtures("deepforest_prepared")
 
 ROOT = Path(__file__).resolve().parents[1]
 LEAVES = sorted(str(p.relative_to(ROOT / "configs")) for p in ROOT.glob("configs/*/*.py")
@@ -180,8 +185,9 @@ def test_both_entry_points_build_the_same_hooks_and_first_steps(tmp_path):
     the same losses, weights and EMA after two iterations (an optimizer step in between)."""
     import copy
 
-    from detectron2.utils.events import EventStorage
     from yolov7_d2.engine import YOLOv7Trainer
+
+    from detectron2.utils.events import EventStorage
 
     tool = load_tool()
     config = str(ROOT / "configs" / "coco" / "yolov7_tiny.py")

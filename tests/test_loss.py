@@ -17,11 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from detectron2.config import get_cfg
-from detectron2.utils.events import EventStorage
 from yolov7_d2.config import add_yolov7_config
 from yolov7_d2.modeling.box_ops import complete_iou
 from yolov7_d2.modeling.loss import YOLOv7Loss
+
+from detectron2.config import get_cfg
+from detectron2.utils.events import EventStorage
 
 official_loss = pytest.importorskip("sas_yolov7.utils.loss")
 official_general = pytest.importorskip("sas_yolov7.utils.general")

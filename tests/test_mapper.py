@@ -7,10 +7,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.structures import BoxMode
 
-from photos import PHOTOS, photo
 from yolov7_d2.config import load_config
 from yolov7_d2.data import (
     ImageLoadError,
@@ -21,6 +18,11 @@ from yolov7_d2.data import (
 )
 from yolov7_d2.data import augment as A
 from yolov7_d2.data.mapper import FlipProbs
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import BoxMode
+
+from photos import PHOTOS, photo
 
 SIZE = 256
 #: RGB colour of the object drawn on each photo (class id = index), far from the photos' own.
@@ -221,7 +223,9 @@ def test_image_cache_decodes_each_file_once_and_changes_nothing(tmp_path):
     reads = {id(plain): [], id(cached): []}
     for mapper in (plain, cached):
         read = mapper._read
-        mapper._read = lambda d, read=read, log=reads[id(mapper)]: log.append(d["file_name"]) or read(d)
+        mapper._read = (
+            lambda d, read=read, log=reads[id(mapper)]: log.append(d["file_name"]) or read(d)
+        )
     for k in range(6):  # HSV and flips write into the images: the cache must not see it
         a, b = plain(dicts[k % 3]), cached(dicts[k % 3])
         assert torch.equal(a["image"], b["image"])

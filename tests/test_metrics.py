@@ -6,8 +6,6 @@ import io
 
 import numpy as np
 import pytest
-from detectron2.structures import BoxMode
-from synthetic import synthetic_detection_set, to_coco_json
 
 from yolov7_d2.evaluation.metrics import (
     best_f1_summary,
@@ -17,6 +15,10 @@ from yolov7_d2.evaluation.metrics import (
     match_boxes,
     precision_recall_curves,
 )
+
+from detectron2.structures import BoxMode
+
+from synthetic import synthetic_detection_set, to_coco_json
 
 BOX = [0.0, 0.0, 10.0, 10.0]
 ELSEWHERE = [50.0, 50.0, 60.0, 60.0]  # overlaps nothing

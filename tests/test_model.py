@@ -4,11 +4,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances
 from yolov7_d2.config import load_config
 from yolov7_d2.modeling import reparameterize
 from yolov7_d2.modeling.flops import count_gflops
+
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
 
 from photos import all_photos
 
@@ -35,7 +36,8 @@ FUSED_GFLOPS = {"yolov7-tiny": 13.7, "yolov7": 104.5, "yolov7x": 189.7, "yolov7-
 
 
 def build(name: str, *opts):
-    cfg = load_config(str(ROOT / "configs" / "coco" / f"{name}.yaml"), ["MODEL.DEVICE", "cpu", *opts])
+    cfg = load_config(str(ROOT / "configs" / "coco" / f"{name}.yaml"),
+                      ["MODEL.DEVICE", "cpu", *opts])
     return build_model(cfg)
 
 
@@ -141,7 +143,8 @@ def test_decoding_follows_official_formula():
     # cell (0, 0): xy = (2*0.5 - 0.5 + 0) * 8 = 4, wh = (2*0.5)^2 * anchor
     assert torch.allclose(decoded[0, 0, :4], torch.tensor([4.0, 4.0, 30.0, 40.0]))
     # cell (row 1, col 2): sigmoid(10) ~ 1, sigmoid(-10) ~ 0
-    assert torch.allclose(decoded[0, 5, :4], torch.tensor([(1.5 + 2) * 8, (-0.5 + 1) * 8, 30.0, 160.0]),
+    assert torch.allclose(decoded[0, 5, :4],
+                          torch.tensor([(1.5 + 2) * 8, (-0.5 + 1) * 8, 30.0, 160.0]),
                           atol=0.02)
     assert torch.allclose(decoded[0, :, 4:], torch.full((6, 2), 0.5))
 
@@ -171,7 +174,8 @@ def test_nms_thresholds_multi_label_and_one_class():
     capped = _nms_model()
     capped.max_detections = 1
     assert len(capped._inference_single_image(decoded, (100, 100))) == 1
-    single = build("yolov7-tiny", "MODEL.YOLOV7.WIDTH_MULTIPLE", "0.125", "MODEL.YOLOV7.NUM_CLASSES", "1")
+    single = build("yolov7-tiny", "MODEL.YOLOV7.WIDTH_MULTIPLE", "0.125",
+                   "MODEL.YOLOV7.NUM_CLASSES", "1")
     out = single._inference_single_image(decoded[:, :6], (100, 100))
     # one class: the score is the objectness alone (official behaviour)
     assert torch.allclose(out.scores, torch.tensor([0.9, 0.9]))

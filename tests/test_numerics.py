@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from detectron2.structures import Boxes, Instances
-from detectron2.utils.events import EventStorage
 
-from detectron2.modeling import build_model
 from yolov7_d2.checkpoint import YOLOv7Checkpointer
 from yolov7_d2.config import load_config
 from yolov7_d2.engine import ModelEMA, YOLOv7TrainLoop
 from yolov7_d2.numerics import BufferSnapshot, all_finite
+
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 64

@@ -17,12 +17,13 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from detectron2.modeling import detector_postprocess
-from detectron2.structures import Boxes, BoxMode, Instances
 from yolov7_d2.config import load_config
 from yolov7_d2.data import YOLOv7MosaicMapper, build_yolov7_test_mapper
 from yolov7_d2.data import augment as A
 from yolov7_d2.data.mapper import FlipProbs, MixProbs
+
+from detectron2.modeling import detector_postprocess
+from detectron2.structures import Boxes, BoxMode, Instances
 
 # conftest's autouse seeding fixture is function-scoped: harmless here, every random draw
 # below comes from hypothesis or an explicit generator.

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from detectron2.modeling import build_model
 from yolov7_d2.checkpoint import YOLOv7Checkpointer
 from yolov7_d2.config import load_config
 from yolov7_d2.export.deploy import build_deploy_model, checkpoint_is_reparameterized
+
+from detectron2.modeling import build_model
 
 from photos import photo
 from scripts import load_script

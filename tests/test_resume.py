@@ -14,17 +14,22 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yolov7_d2  # noqa: F401  (detectron2 compat shims first)
 import pytest
 import torch
-from detectron2.data.samplers import TrainingSampler
-from detectron2.engine import HookBase
 
+import yolov7_d2  # noqa: F401  (detectron2 compat shims first)
 from yolov7_d2.checkpoint import YOLOv7Checkpointer
 from yolov7_d2.data import YOLOv7MosaicMapper, YOLOv7TrainLoader
 from yolov7_d2.engine import MultiScale, YOLOv7Trainer, YOLOv7TrainLoop
+
+from detectron2.data.samplers import TrainingSampler
+from detectron2.engine import HookBase
+
 from photos import write_photos
 from scripts import load_script
+
+# Trains or loads the bundled tree tiles.
+pytestmark = pytest.mark.usefixtures("deepforest_prepared")
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "deepforest" / "yolov7-tiny-trees.yaml"

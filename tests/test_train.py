@@ -9,8 +9,12 @@ import pytest
 import torch
 
 from yolov7_d2.engine import YOLOv7Trainer, YOLOv7TrainLoop
+
 from log_records import Records
 from scripts import load_script
+
+# Trains or loads the bundled tree tiles.
+pytestmark = pytest.mark.usefixtures("deepforest_prepared")
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "deepforest" / "yolov7-tiny-trees.yaml"
@@ -142,9 +146,10 @@ def test_early_stop_after_patience_evaluations_without_improvement(tmp_path):
     """Scripted evaluation results through detectron2's train loop: model_best.pth is saved at
     the best AP, training ends after ``patience`` evaluations that are not better, every
     hook's after_train still runs, and model_final.pth is written at the stop."""
-    from detectron2.engine import HookBase, TrainerBase, hooks
     from yolov7_d2.checkpoint import YOLOv7Checkpointer
     from yolov7_d2.engine import EarlyStop, best_model_hooks
+
+    from detectron2.engine import HookBase, TrainerBase, hooks
 
     class Loop(TrainerBase):
         def run_step(self):

@@ -10,11 +10,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.structures import BoxMode
 from PIL import Image
 
-from log_records import Records
 from yolov7_d2.config import load_config
 from yolov7_d2.data import (
     ImageLoadError,
@@ -27,6 +24,11 @@ from yolov7_d2.data import (
 from yolov7_d2.data import validate as V
 from yolov7_d2.data.image_io import read_image
 from yolov7_d2.engine.trainer import YOLOv7Trainer
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import BoxMode
+
+from log_records import Records
 
 NAME = "yolov7_d2_test_validate"
 TINY = Path(__file__).resolve().parents[1] / "configs" / "coco" / "yolov7-tiny.yaml"

@@ -45,10 +45,11 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     import faster_coco_eval
-    from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
     from pycocotools.coco import COCO
 
     from yolov7_d2.evaluation import evaluate_with_faster_coco_eval
+
+    from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
 
     t = time.perf_counter()
     dicts, dets = synthetic_detection_set(args.images, args.classes, args.gt_per_image,
@@ -82,7 +83,8 @@ def main(argv=None) -> int:
     print(f"faster-coco-eval {version('faster-coco-eval')} COCOeval_faster: {t_fast:7.2f} s "
           f"(of which {t_index:.2f} s ground-truth index)  -> {t_slow / t_fast:.1f}x faster")
     print("AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl:")
-    print("  pycocotools     ", np.array2string(np.asarray(slow.stats), precision=4, max_line_width=200))
+    print("  pycocotools     ",
+          np.array2string(np.asarray(slow.stats), precision=4, max_line_width=200))
     print("  faster-coco-eval", np.array2string(fast.stats, precision=4, max_line_width=200))
     print(f"max |difference| of the 12 numbers: {diff:.3g}"
           + (" (bit-for-bit equal)" if np.array_equal(slow.stats, fast.stats) else ""))

@@ -24,10 +24,11 @@ from pathlib import Path
 import torch
 
 import yolov7_d2  # noqa: F401  (compat shims, registrations)
+from yolov7_d2.config import load_config
+
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
-from yolov7_d2.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CONFIG = ROOT / "configs" / "coco" / "yolov7-tiny.yaml"

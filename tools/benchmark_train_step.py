@@ -23,11 +23,12 @@ import time
 import torch
 
 import yolov7_d2  # noqa: F401  (detectron2 compat shims, registrations)
+from yolov7_d2.config import load_config
+from yolov7_d2.engine import YOLOv7Trainer, prepare_bundled_datasets, setup_yolov7_run
+from yolov7_d2.engine.amp import cpu_has_native_bf16
+
 from detectron2.utils.events import EventStorage
 from detectron2.utils.logger import setup_logger
-from yolov7_d2.config import load_config
-from yolov7_d2.engine import YOLOv7Trainer, setup_yolov7_run
-from yolov7_d2.engine.amp import cpu_has_native_bf16
 
 
 def cpu_name() -> str:
@@ -48,6 +49,7 @@ def time_variant(config_file, opts, threads, warmup, iters):
         cfg = load_config(config_file, [*opts, "OUTPUT_DIR", out, "TEST.EVAL_PERIOD", "0",
                                         "TEST.YOLOV7.ARTIFACTS", "False"])
         cfg.freeze()
+        prepare_bundled_datasets(cfg.DATASETS.TRAIN)
         trainer = YOLOv7Trainer(cfg)
         loop = trainer._trainer
         times, data_times = [], []

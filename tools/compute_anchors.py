@@ -21,13 +21,21 @@ import sys
 import numpy as np
 
 import yolov7_d2  # noqa: F401  (compat shims, registrations)
-from detectron2.data import DatasetCatalog
-from yolov7_d2.anchors import anchor_fitness, anchor_metrics, anchors_per_level, box_sizes
-from yolov7_d2.anchors import compute_anchors, format_anchors
+from yolov7_d2.anchors import (
+    anchor_fitness,
+    anchor_metrics,
+    anchors_per_level,
+    box_sizes,
+    compute_anchors,
+    format_anchors,
+)
 from yolov7_d2.config import load_config
 from yolov7_d2.data import register_deepforest, register_labelme_examples
+from yolov7_d2.engine import prepare_bundled_datasets
 from yolov7_d2.engine.dataset_options import add_dataset_arguments, apply_dataset_arguments
 from yolov7_d2.modeling.arch import get_arch
+
+from detectron2.data import DatasetCatalog
 
 
 def parse_args(argv=None):
@@ -59,6 +67,7 @@ def main(argv=None) -> int:
     register_deepforest()
     register_labelme_examples()
     apply_dataset_arguments(cfg, args)
+    prepare_bundled_datasets(cfg.DATASETS.TRAIN)
     yolo = cfg.MODEL.YOLOV7
     current = [list(a) for a in (yolo.ANCHORS or get_arch(yolo.ARCH).anchors)]
     levels = len(current)

@@ -17,10 +17,11 @@ import logging
 import sys
 
 import yolov7_d2  # noqa: F401  (applies the detectron2 compat shims, registers the model)
-from detectron2.modeling import build_model
 from yolov7_d2.checkpoint import atomic_torch_save
 from yolov7_d2.config import load_config
 from yolov7_d2.convert import ConversionError, load_official_checkpoint, official_to_yolov7
+
+from detectron2.modeling import build_model
 
 logger = logging.getLogger("yolov7_d2.convert")
 
@@ -33,7 +34,8 @@ def parse_args(argv=None):
     parser.add_argument("source", help="official .pt checkpoint or state dict")
     parser.add_argument("output", help="where to write the detectron2 checkpoint (.pth)")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
-                        help="config overrides as KEY VALUE pairs, e.g. MODEL.YOLOV7.NUM_CLASSES 20")
+                        help="config overrides as KEY VALUE pairs, "
+                             "e.g. MODEL.YOLOV7.NUM_CLASSES 20")
     return parser.parse_args(argv)
 
 

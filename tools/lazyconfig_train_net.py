@@ -21,25 +21,28 @@ import logging
 import os
 import weakref
 
-import yolov7_d2  # noqa: F401  (detectron2 compat shims, registrations)
-from detectron2.config import LazyConfig, instantiate
-from detectron2.data import MetadataCatalog
-from detectron2.engine import default_argument_parser, default_setup, default_writers, launch
 from omegaconf import OmegaConf
-from detectron2.engine.defaults import create_ddp_model
-from detectron2.evaluation import inference_on_dataset, print_csv_format
-from detectron2.utils import comm
+
+import yolov7_d2  # noqa: F401  (detectron2 compat shims, registrations)
 from yolov7_d2.checkpoint import YOLOv7Checkpointer
 from yolov7_d2.engine import (
     AnchorCheckHook,
-    TrainingArtifactsHook,
     EarlyStop,
     ModelEMA,
+    TrainingArtifactsHook,
+    prepare_bundled_datasets,
     resolve_lazy_epoch_schedule,
     setup_yolov7_run,
     yolov7_train_loop,
     yolov7_training_hooks,
 )
+
+from detectron2.config import LazyConfig, instantiate
+from detectron2.data import MetadataCatalog
+from detectron2.engine import default_argument_parser, default_setup, default_writers, launch
+from detectron2.engine.defaults import create_ddp_model
+from detectron2.evaluation import inference_on_dataset, print_csv_format
+from detectron2.utils import comm
 
 logger = logging.getLogger("yolov7_d2")
 
@@ -122,10 +125,15 @@ def _start_hooks(cfg, mapper):
     return ret
 
 
-def mapper_dataset_names(cfg):
-    """The registered names of ``dataloader.train.mapper.dataset_dicts`` (one or a list)."""
-    names = cfg.dataloader.train.mapper.dataset_dicts.get("names", [])
+def _names(dataset_dicts):
+    """The registered names a ``load_dataset_dicts`` node loads (one or a list)."""
+    names = dataset_dicts.get("names", []) if dataset_dicts is not None else []
     return [names] if isinstance(names, str) else list(names)
+
+
+def mapper_dataset_names(cfg):
+    """The registered names of ``dataloader.train.mapper.dataset_dicts``."""
+    return _names(cfg.dataloader.train.mapper.dataset_dicts)
 
 
 def do_train(args, cfg):
@@ -151,7 +159,10 @@ def setup(args):
     cfg = LazyConfig.load(args.config_file)
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
     default_setup(cfg, args)
-    setup_yolov7_run(cfg.train.output_dir)  # registers the built-in datasets: counted below
+    setup_yolov7_run(cfg.train.output_dir)  # registers the bundled datasets
+    # The bundled datasets the run uses, prepared on first use.
+    test = _names(cfg.dataloader.test.get("dataset")) if "test" in cfg.dataloader else []
+    prepare_bundled_datasets(test if args.eval_only else mapper_dataset_names(cfg) + test)
     if not args.eval_only and cfg.train.get("epochs"):
         num_images = len(instantiate(cfg.dataloader.train.mapper.dataset_dicts))
         cfg = resolve_lazy_epoch_schedule(cfg, num_images)

@@ -15,10 +15,11 @@ import sys
 import torch
 
 import yolov7_d2  # noqa: F401  (compat shims, registrations)
-from detectron2.modeling import build_model
 from yolov7_d2.config import load_config
 from yolov7_d2.modeling import reparameterize
 from yolov7_d2.modeling.flops import count_gflops
+
+from detectron2.modeling import build_model
 
 
 def parse_args(argv=None):

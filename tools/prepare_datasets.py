@@ -7,11 +7,11 @@ sizes.
 * labelme_examples: 3 VOC photos, 12 polygon objects, from the Debian package
   labelme-examples (apt-get download); registered as labelme_examples.
 
-Preparation is idempotent: a dataset whose manifest checksums match is left alone. The
-registered datasets run this script themselves when first loaded without a prepared copy
-(train_net.py and demo.py register both), so the main job needs no separate step; run it to
-prepare ahead of time (e.g. before going offline), into another directory, or from a .deb
-you downloaded. The package managers run here, never inside the yolov7_d2 package.
+Preparation is idempotent: a dataset whose manifest checksums match is left alone.
+train_net.py, tools/lazyconfig_train_net.py and the other tools run this script for the
+bundled datasets they use that are not prepared yet, so the main job needs no separate step;
+run it to prepare ahead of time (e.g. before going offline), into another directory, or from
+a .deb you downloaded. The package managers run here, never inside the yolov7_d2 package.
 """
 import argparse
 import glob

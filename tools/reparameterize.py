@@ -24,13 +24,17 @@ import sys
 import torch
 
 import yolov7_d2  # noqa: F401  (applies the detectron2 compat shims, registers the model)
-from detectron2.modeling import build_model
 from yolov7_d2.checkpoint import CheckpointError, YOLOv7Checkpointer, atomic_torch_save
 from yolov7_d2.config import load_config
 from yolov7_d2.config_checks import ConfigError
-from yolov7_d2.export.deploy import (checkpoint_is_reparameterized, count_parameters,
-                                     deploy_checkpoint)
+from yolov7_d2.export.deploy import (
+    checkpoint_is_reparameterized,
+    count_parameters,
+    deploy_checkpoint,
+)
 from yolov7_d2.modeling import reparameterize
+
+from detectron2.modeling import build_model
 
 logger = logging.getLogger("yolov7_d2.reparameterize")
 

@@ -22,12 +22,14 @@ import numpy as np
 from tqdm import tqdm
 
 import yolov7_d2  # noqa: F401  (compat shims, registrations)
-from detectron2.data import MetadataCatalog, get_detection_dataset_dicts
 from yolov7_d2.config import load_config
 from yolov7_d2.data import YOLOv7MosaicMapper, register_deepforest, register_labelme_examples
+from yolov7_d2.engine import prepare_bundled_datasets
 from yolov7_d2.engine.dataset_options import add_dataset_arguments, apply_dataset_arguments
 from yolov7_d2.evaluation.artifacts import draw_mapped_sample
 from yolov7_d2.utils.plots import save_image
+
+from detectron2.data import MetadataCatalog, get_detection_dataset_dicts
 
 
 def parse_args(argv=None):
@@ -58,6 +60,7 @@ def main(argv=None) -> int:
     cfg = load_config(args.config_file, list(args.opts))
     apply_dataset_arguments(cfg, args)
     cfg.SEED = args.seed
+    prepare_bundled_datasets(cfg.DATASETS.TRAIN)
     dataset = get_detection_dataset_dicts(
         cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
     mapper = YOLOv7MosaicMapper(cfg, is_train=True, dataset_dicts=dataset)

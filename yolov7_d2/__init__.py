@@ -5,6 +5,6 @@ from . import compat
 compat.apply()
 
 from .config import add_yolov7_config, load_config  # noqa: E402
-from .modeling import YOLOv7, YOLOv7Head, YOLOv7PAN, ELANBackbone  # noqa: E402
+from .modeling import ELANBackbone, YOLOv7, YOLOv7Head, YOLOv7PAN  # noqa: E402
 
 __all__ = ["add_yolov7_config", "load_config", "YOLOv7", "YOLOv7Head", "YOLOv7PAN", "ELANBackbone"]

@@ -10,13 +10,13 @@ from torch import nn
 
 from detectron2.checkpoint import DetectionCheckpointer
 
+from .config_checks import check_checkpoint_scale, check_official_checkpoint_scale
 from .convert import (
     ConversionError,
     is_official_state,
     load_official_checkpoint,
     official_to_yolov7,
 )
-from .config_checks import check_checkpoint_scale, check_official_checkpoint_scale
 from .finetune import adapt_class_rows, bottom_up_state
 from .numerics import check_finite_checkpoint
 from .utils.io import atomic_write, remove_temporaries

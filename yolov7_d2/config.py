@@ -63,7 +63,8 @@ def add_yolov7_config(cfg: CN) -> None:
     yolo.LOSS.BOX_GAIN = 0.05
     yolo.LOSS.CLS_GAIN = 0.3
     yolo.LOSS.OBJ_GAIN = 0.7
-    # Per-level objectness weights, stride 8 first; empty: official [4, 1, 0.4] or [4, 1, 0.25, 0.06].
+    # Per-level objectness weights, stride 8 first; empty: official [4, 1, 0.4] or
+    # [4, 1, 0.25, 0.06].
     yolo.LOSS.BALANCE = []
     # Candidate (target, anchor) pairs need max(w/anchor_w, anchor_w/w, h/..., ...) below this.
     yolo.LOSS.ANCHOR_T = 4.0
@@ -88,7 +89,8 @@ def add_yolov7_config(cfg: CN) -> None:
     aug.MIXUP_PROB = 0.15
     # Probability of pasting object crops from other images (official paste_in).
     aug.PASTE_IN_PROB = 0.15
-    # Random perspective: rotation (deg), translation (fraction), scale gain, shear (deg), perspective.
+    # Random perspective: rotation (deg), translation (fraction), scale gain, shear (deg),
+    # perspective.
     aug.DEGREES = 0.0
     aug.TRANSLATE = 0.2
     aug.SCALE = 0.9
@@ -104,7 +106,8 @@ def add_yolov7_config(cfg: CN) -> None:
     # Swap x and y with this probability (not official). With FLIP_LR and FLIP_UD at 0.5 it
     # makes all 8 right-angle rotations / reflections equally likely: for overhead imagery.
     aug.TRANSPOSE = 0.0
-    # Box filter after augmentation: min width/height (px), max aspect ratio, min area kept (fraction).
+    # Box filter after augmentation: min width/height (px), max aspect ratio, min area kept
+    # (fraction).
     aug.BOX_MIN_SIZE = 2.0
     aug.BOX_MAX_ASPECT = 20.0
     aug.BOX_MIN_AREA_RATIO = 0.1
@@ -145,6 +148,10 @@ def add_yolov7_config(cfg: CN) -> None:
     cfg.TEST.YOLOV7 = CN()
     # COCO metric implementation: "pycocotools" or "faster_coco_eval" (same numbers, faster).
     cfg.TEST.YOLOV7.EVAL_BACKEND = "pycocotools"
+    # Test-time flips, any of "lr", "ud", "transpose": inference also runs every combination
+    # (up to 8 views, as many times the inference cost) and merges them before NMS, as the
+    # official augmented inference merges its views. (): none (official test.py default).
+    cfg.TEST.YOLOV7.FLIPS = ()
     # Write results csv, PR / F1 curves, confusion matrix and prediction images into OUTPUT_DIR.
     cfg.TEST.YOLOV7.ARTIFACTS = True
     # Validation images drawn with their predictions per evaluation, and augmented training
@@ -172,7 +179,8 @@ def add_yolov7_config(cfg: CN) -> None:
     # Warm-up: bias LR falls from this to the scheduled LR, momentum rises from WARMUP_MOMENTUM.
     sol.WARMUP_BIAS_LR = 0.1
     sol.WARMUP_MOMENTUM = 0.8
-    # LR decay after warm-up: "cosine" (official one_cycle) or "linear", to BASE_LR * FINAL_LR_RATIO.
+    # LR decay after warm-up: "cosine" (official one_cycle) or "linear", to
+    # BASE_LR * FINAL_LR_RATIO.
     sol.LR_DECAY = "cosine"
     sol.FINAL_LR_RATIO = 0.1
     # Model EMA: decay(u) = EMA_DECAY * (1 - exp(-u / EMA_TAU)), u = optimizer steps; 0 disables.

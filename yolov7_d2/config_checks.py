@@ -28,6 +28,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import yaml
+
 from detectron2.config import CfgNode
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager

@@ -221,7 +221,8 @@ def official_to_yolov7(state: Dict[str, torch.Tensor], model: nn.Module,
     if missing and not problems:
         problems.append(f"{len(missing)} model tensors missing from the checkpoint: {missing[:6]}"
                         " (an official checkpoint without auxiliary head needs "
-                        "MODEL.YOLOV7.AUX_HEAD False; a Detect checkpoint needs MODEL.YOLOV7.DEPLOY True)")
+                        "MODEL.YOLOV7.AUX_HEAD False; "
+                        "a Detect checkpoint needs MODEL.YOLOV7.DEPLOY True)")
     if problems:
         raise ConversionError(f"{path!r} does not fit the configured model: " + "; ".join(problems))
     return OrderedDict((k, converted[k]) for k in ours)

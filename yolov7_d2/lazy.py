@@ -6,9 +6,10 @@ import math
 from typing import List, Sequence, Union
 
 import torch
-from detectron2.utils import comm
+
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import Backbone
+from detectron2.utils import comm
 
 from .data import YOLOv7MosaicMapper, YOLOv7TrainLoader
 from .modeling import YOLOv7Arch, YOLOv7PAN, get_arch

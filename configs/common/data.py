@@ -7,13 +7,15 @@ draws from (``yolov7_train_loader``). Both datasets are validated when instantia
 (``load_dataset_dicts``: every image decoded once, cached in ``image_checks.json`` of the
 output directory; unreadable images and bad boxes left out with warnings).
 """
-from detectron2.config import LazyCall as L
 from omegaconf import OmegaConf
+
 from yolov7_d2.data import YOLOv7MosaicMapper, YOLOv7TestMapper, build_yolov7_test_loader
 from yolov7_d2.data.mapper import BoxFilter, FlipProbs, MixProbs, PerspectiveRange, ResizeLongSide
 from yolov7_d2.data.validate import load_dataset_dicts
 from yolov7_d2.evaluation import YOLOv7COCOEvaluator
 from yolov7_d2.lazy import yolov7_train_loader
+
+from detectron2.config import LazyCall as L
 
 dataloader = OmegaConf.create()
 

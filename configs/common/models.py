@@ -7,9 +7,10 @@ to edit: ``model.num_classes``, ``model.backbone.width_multiple`` (the ELAN back
 heads follow it), ``model.loss.*_gain`` (the official hyp values, rescaled when built for the
 classes, levels and ``dataloader.train.mapper.image_size``, as MODEL.YOLOV7.LOSS in yaml).
 """
-from detectron2.config import LazyCall as L
 from yolov7_d2.lazy import neck_output_shapes, scaled_widths
 from yolov7_d2.modeling import ELANBackbone, YOLOv7, YOLOv7Head, YOLOv7Loss, YOLOv7PAN, get_arch
+
+from detectron2.config import LazyCall as L
 
 # From inside a head's ``input_shapes`` / ``conv_channels`` node, up to the model.
 _WIDTH = "${...backbone.width_multiple}"

@@ -8,8 +8,9 @@ its own warm-up LR, which a plain LR multiplier cannot do. tools/lazyconfig_trai
 """
 import torch
 
-from detectron2.config import LazyCall as L
 from yolov7_d2.engine import YOLOv7LRScheduler, nominal_weight_decay, yolov7_param_groups
+
+from detectron2.config import LazyCall as L
 
 optimizer = L(torch.optim.SGD)(
     params=L(yolov7_param_groups)(

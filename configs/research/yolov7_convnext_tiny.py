@@ -1,7 +1,8 @@
 """LazyConfig of yolov7-convnext-tiny.yaml: the yolov7 neck and head on timm's ConvNeXt-T
 (Liu et al. 2022), strides 8/16/32 read as "c3".."c5"."""
-from detectron2.config import LazyCall as L
 from yolov7_d2.modeling.backbone import TimmBackbone
+
+from detectron2.config import LazyCall as L
 
 from ..coco.yolov7 import dataloader, lr_multiplier, model, optimizer, train
 

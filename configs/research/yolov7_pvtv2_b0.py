@@ -1,7 +1,8 @@
 """LazyConfig of yolov7-pvtv2-b0.yaml: the yolov7-tiny neck and head on timm's PVTv2-b0
 transformer (Wang et al. 2022), which takes any input size."""
-from detectron2.config import LazyCall as L
 from yolov7_d2.modeling.backbone import TimmBackbone
+
+from detectron2.config import LazyCall as L
 
 from ..coco.yolov7_tiny import dataloader, lr_multiplier, model, optimizer, train
 

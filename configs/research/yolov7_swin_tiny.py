@@ -1,7 +1,8 @@
 """LazyConfig of yolov7-swin-tiny.yaml: the yolov7 neck and head on timm's Swin-T (Liu et al.
 2021), built for the training size and accepting other sizes (timm's dynamic_img_size)."""
-from detectron2.config import LazyCall as L
 from yolov7_d2.modeling.backbone import TimmBackbone
+
+from detectron2.config import LazyCall as L
 
 from ..coco.yolov7 import dataloader, lr_multiplier, model, optimizer, train
 

@@ -2,6 +2,13 @@
 mapper, and dataset registration (YOLO, VOC and COCO files; two bundled real datasets that
 ``tools/prepare_datasets.py`` fetches from package registries). Importing this package
 registers nothing; call ``register_*``."""
+from .datasets import (
+    datasets_root,
+    register_deepforest,
+    register_labelme_examples,
+    register_voc_dataset,
+    register_yolo_dataset,
+)
 from .mapper import (
     ImageLoadError,
     YOLOv7MosaicMapper,
@@ -11,13 +18,6 @@ from .mapper import (
     build_yolov7_train_loader,
 )
 from .stream import YOLOv7TrainLoader
-from .datasets import (
-    datasets_root,
-    register_deepforest,
-    register_labelme_examples,
-    register_voc_dataset,
-    register_yolo_dataset,
-)
 
 __all__ = [
     "YOLOv7MosaicMapper",

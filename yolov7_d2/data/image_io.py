@@ -15,9 +15,10 @@ import os
 from typing import Tuple, Union
 
 import numpy as np
+from PIL import Image
+
 from detectron2.data import detection_utils as utils
 from detectron2.utils.file_io import PathManager
-from PIL import Image
 
 __all__ = ["ImageLoadError", "read_image", "image_check"]
 

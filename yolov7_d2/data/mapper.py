@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 import torch
+
 from detectron2.config import configurable
 from detectron2.data import (
     DatasetFromList,

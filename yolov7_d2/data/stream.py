@@ -19,6 +19,7 @@ import itertools
 from typing import Dict, Iterator, List, Optional
 
 import torch
+
 from detectron2.data.build import trivial_batch_collator, worker_init_reset_seed
 from detectron2.data.samplers import TrainingSampler
 

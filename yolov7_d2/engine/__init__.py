@@ -6,15 +6,6 @@ from .epochs import (
     resolve_epoch_schedule,
     resolve_lazy_epoch_schedule,
 )
-from .run_setup import setup_yolov7_run
-from .optimizer import build_yolov7_optimizer, yolov7_param_groups
-from .schedule import (
-    YOLOv7LRScheduler,
-    accumulation_steps,
-    lr_factor,
-    nominal_accumulation,
-    nominal_weight_decay,
-)
 from .hooks import (
     AnchorCheckHook,
     EarlyStop,
@@ -22,6 +13,15 @@ from .hooks import (
     TrainingArtifactsHook,
     best_model_hooks,
     yolov7_training_hooks,
+)
+from .optimizer import build_yolov7_optimizer, yolov7_param_groups
+from .run_setup import prepare_bundled_datasets, setup_yolov7_run
+from .schedule import (
+    YOLOv7LRScheduler,
+    accumulation_steps,
+    lr_factor,
+    nominal_accumulation,
+    nominal_weight_decay,
 )
 from .trainer import MultiScale, YOLOv7Trainer, YOLOv7TrainLoop, yolov7_train_loop
 

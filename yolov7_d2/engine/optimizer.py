@@ -9,7 +9,8 @@ from ..modeling.layers import ImplicitA, ImplicitM
 __all__ = ["yolov7_param_groups", "build_yolov7_optimizer"]
 
 # Weights without decay: normalisation scales (official: BatchNorm) and implicit knowledge.
-_NO_DECAY_MODULES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, ImplicitA, ImplicitM)
+_NO_DECAY_MODULES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm,
+                     ImplicitA, ImplicitM)
 
 
 def yolov7_param_groups(model: nn.Module, weight_decay: float) -> List[dict]:

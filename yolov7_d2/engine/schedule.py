@@ -65,7 +65,8 @@ class YOLOv7LRScheduler(torch.optim.lr_scheduler._LRScheduler):
 
     def get_lr(self):
         iteration = self.last_epoch
-        factor = lr_factor(min(iteration / max(self.max_iter, 1), 1.0), self.final_ratio, self.decay)
+        factor = lr_factor(min(iteration / max(self.max_iter, 1), 1.0), self.final_ratio,
+                           self.decay)
         lrs = []
         for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
             start = self.warmup_bias_lr if group.get("name") == "bias" else 0.0

@@ -30,8 +30,8 @@ from ..evaluation import YOLOv7COCOEvaluator
 from ..evaluation.artifacts import YOLOv7ArtifactsEvaluator, YOLOv7Evaluators
 from ..numerics import BufferSnapshot, check_finite_parameters, non_finite_loss_error
 from .amp import autocast_dtype
-from .hooks import AnchorCheckHook, EarlyStop, TrainingArtifactsHook, yolov7_training_hooks
 from .ema import ModelEMA, unwrap_model
+from .hooks import AnchorCheckHook, EarlyStop, TrainingArtifactsHook, yolov7_training_hooks
 from .optimizer import build_yolov7_optimizer
 from .schedule import YOLOv7LRScheduler, accumulation_steps, nominal_weight_decay
 
@@ -228,7 +228,8 @@ class YOLOv7Trainer(DefaultTrainer):
         cfg = self.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
         solver = cfg.SOLVER.YOLOV7
-        self.ema = ModelEMA(model, solver.EMA_DECAY, solver.EMA_TAU) if solver.EMA_DECAY > 0 else None
+        self.ema = (ModelEMA(model, solver.EMA_DECAY, solver.EMA_TAU)
+                    if solver.EMA_DECAY > 0 else None)
         optimizer = self.build_optimizer(cfg, model)
         # Unregistered datasets, a class count other than the model's, bad evaluation images:
         # reported now, not at the first evaluation (training images: when the mapper loads
@@ -371,5 +372,6 @@ class YOLOv7Trainer(DefaultTrainer):
         return self.last_eval_results
 
     def model_for_evaluation(self):
-        """The EMA model when EMA is on (official: the EMA weights are evaluated), else the model."""
+        """The EMA model when EMA is on (official: the EMA weights are evaluated), else the
+        model."""
         return self.ema.ema if self.ema is not None else unwrap_model(self.model)

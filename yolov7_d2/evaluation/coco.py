@@ -6,9 +6,10 @@ same files in ``output_dir``) whose metric computation runs on one of:
 * ``"pycocotools"``: detectron2's own path: the official Python ``COCOeval`` of pycocotools,
   or detectron2's C++ ``COCOeval_opt`` when detectron2 has its compiled ``detectron2._C``;
 * ``"faster_coco_eval"``: ``COCOeval_faster`` of PyPI ``faster-coco-eval`` (extra
-  ``fast-eval``; C++ evaluate and accumulate, no detectron2 build needed); it reproduces pycocotools' numbers
-  (``tests/test_evaluation.py`` checks the 12 summary statistics and the per-class APs) and is
-  several times faster on COCO-sized sets (``tools/benchmark_coco_eval.py``).
+  ``fast-eval``; C++ evaluate and accumulate, no detectron2 build needed); it reproduces
+  pycocotools' numbers (``tests/test_evaluation.py`` checks the 12 summary statistics and the
+  per-class APs) and is several times faster on COCO-sized sets
+  (``tools/benchmark_coco_eval.py``).
 
 The backend is chosen per evaluator instance: no module-level state of detectron2 or
 pycocotools is patched.
@@ -23,6 +24,7 @@ import os
 from typing import Optional, Sequence
 
 import numpy as np
+
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils.file_io import PathManager
 

@@ -13,6 +13,7 @@ from typing import Dict, Iterable, Optional, Tuple
 
 import numpy as np
 import torch
+
 from detectron2.structures import BoxMode
 
 from ..modeling.box_ops import batched_pairwise_iou

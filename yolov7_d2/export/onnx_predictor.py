@@ -6,9 +6,10 @@ import logging
 import os
 from typing import Dict, List, Optional, Tuple
 
-import detectron2.data.transforms as T
 import numpy as np
 import torch
+
+import detectron2.data.transforms as T
 from detectron2.modeling import detector_postprocess
 from detectron2.structures import Boxes, Instances
 

@@ -46,7 +46,8 @@ class YOLOv7Head(nn.Module):
                  implicit: bool = True, act: str = "silu"):
         super().__init__()
         if len(conv_channels) != len(input_shapes):
-            raise ValueError(f"{len(input_shapes)} input levels but {len(conv_channels)} conv widths")
+            raise ValueError(f"{len(input_shapes)} input levels but "
+                             f"{len(conv_channels)} conv widths")
         if conv_type not in ("conv", "repconv"):
             raise ValueError(f"conv_type must be 'conv' or 'repconv', got {conv_type!r}")
         self.num_classes, self.num_anchors = num_classes, num_anchors
@@ -99,5 +100,6 @@ class YOLOv7Head(nn.Module):
             if self.implicit_m is not None:
                 x = self.implicit_m[level](x)
             n, _, h, w = x.shape
-            outputs.append(x.view(n, self.num_anchors, -1, h, w).permute(0, 1, 3, 4, 2).contiguous())
+            outputs.append(
+                x.view(n, self.num_anchors, -1, h, w).permute(0, 1, 3, 4, 2).contiguous())
         return outputs

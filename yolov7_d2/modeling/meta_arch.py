@@ -1,12 +1,12 @@
 """The YOLOv7 meta-architecture for detectron2."""
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, batched_nms
-from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone, detector_postprocess
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from detectron2.structures import Boxes, ImageList, Instances
 
@@ -17,6 +17,7 @@ from .box_ops import cxcywh_to_xyxy
 from .head import YOLOv7Head
 from .loss import YOLOv7Loss
 from .reparam import reparameterize
+from .test_time_flips import flip_views, flipped_predictions
 
 __all__ = ["YOLOv7", "postprocess_single_image"]
 
@@ -54,6 +55,7 @@ class YOLOv7(DenseDetector):
         loss: nn.Module,
         reparameterized: bool = False,
         channels_last: bool = False,
+        test_flips: Sequence[str] = (),
     ):
         """
         Args:
@@ -72,6 +74,9 @@ class YOLOv7(DenseDetector):
             channels_last: keep weights and activations in NHWC memory layout; same results,
                 faster convolutions on CPU (oneDNN, about 20% per training step for tiny) and
                 on tensor-core GPUs.
+            test_flips: test-time flips ("lr", "ud", "transpose"; see
+                :mod:`.test_time_flips`): inference also runs every combination of them and
+                merges the predictions of all views before NMS. () (default): one view.
             loss: the training loss (a :class:`YOLOv7Loss`), called as ``loss(lead_maps,
                 aux_maps_or_None, gt_boxes, gt_classes, anchors, strides)`` -> dict of losses.
         """
@@ -100,6 +105,7 @@ class YOLOv7(DenseDetector):
         self.conf_thresh, self.nms_thresh = conf_thresh, nms_thresh
         self.max_detections, self.max_nms_candidates = max_detections, max_nms_candidates
         self.multi_label = multi_label
+        self.flipped_views = flip_views(test_flips)[1:]  # the identity is the plain forward
         self.loss = loss
         if reparameterized:
             reparameterize(self)
@@ -133,6 +139,7 @@ class YOLOv7(DenseDetector):
             "multi_label": yolo.MULTI_LABEL_TEST,
             "reparameterized": yolo.REPARAMETERIZED,
             "channels_last": yolo.CHANNELS_LAST,
+            "test_flips": tuple(cfg.TEST.YOLOV7.FLIPS),
             "loss": YOLOv7Loss(cfg, num_levels=len(names), aux=aux_head is not None),
         }
 
@@ -182,13 +189,20 @@ class YOLOv7(DenseDetector):
     def forward_inference(self, images: ImageList, features: List[Tensor],
                           predictions: List[Tensor]) -> List[Instances]:
         """Per image, Instances in the (padded batch's) input pixels; DenseDetector.forward
-        rescales them to each input's "height" x "width"."""
-        return self.inference(predictions, images.image_sizes)
-
-    def inference(self, predictions: List[Tensor], image_sizes) -> List[Instances]:
-        """Decode, threshold and NMS as the official ``non_max_suppression``, per image."""
+        rescales them to each input's "height" x "width". Decode, threshold and NMS as the
+        official ``non_max_suppression``. With test-time flips, the flipped
+        views of the batch run too and their predictions join the NMS."""
         decoded = decode_predictions(predictions, self.anchors, self.strides)
-        return [self._inference_single_image(d, size) for d, size in zip(decoded, image_sizes)]
+        if self.flipped_views:
+            flipped = flipped_predictions(self._decoded_forward, images.tensor,
+                                          self.flipped_views)
+            decoded = torch.cat([decoded, flipped], dim=1)
+        return [self._inference_single_image(d, size)
+                for d, size in zip(decoded, images.image_sizes)]
+
+    def _decoded_forward(self, images: Tensor) -> Tensor:
+        """(N, R, 5 + K) decoded lead-head rows of a batch tensor."""
+        return decode_predictions(self.forward_raw(images)["lead"], self.anchors, self.strides)
 
     def _inference_single_image(self, decoded: Tensor, image_size) -> Instances:
         """decoded: (R, 5 + K) for one image -> Instances in input-image pixels."""
@@ -204,7 +218,7 @@ def postprocess_single_image(decoded: Tensor, image_size, *, num_classes: int,
                              max_detections: int = 300, max_nms_candidates: int = 30000,
                              multi_label: bool = True) -> Instances:
     """Threshold and class-wise NMS of one image's decoded predictions, as the official
-    ``non_max_suppression`` (what :meth:`YOLOv7.inference` runs; also used on onnxruntime
+    ``non_max_suppression`` (what :meth:`YOLOv7.forward_inference` runs; also used on onnxruntime
     outputs by :mod:`yolov7_d2.export.onnx`).
 
     Args:

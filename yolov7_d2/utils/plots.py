@@ -53,7 +53,8 @@ def plot_metric_curves(x: np.ndarray, curves: np.ndarray, names: Sequence[str], 
     for c in np.flatnonzero(valid):
         label = None
         if labelled:
-            label = names[c] + ("" if class_values is None else " " + value_fmt.format(class_values[c]))
+            label = names[c] + ("" if class_values is None
+                                else " " + value_fmt.format(class_values[c]))
         ax.plot(x, curves[c], linewidth=1, label=label, color=None if labelled else "grey")
     if valid.any():
         ax.plot(x, curves[valid].mean(0), linewidth=3, color="blue", label=mean_label)
@@ -118,7 +119,8 @@ def plot_label_distribution(classes: np.ndarray, boxes_xywhn: np.ndarray, names:
     axes[0].set_ylabel("instances")
     axes[0].set_title(f"{len(classes)} boxes, {nc} classes")
     if nc <= 30:
-        axes[0].set_xticks(range(nc), [str(n) for n in names][:nc] + [str(i) for i in range(len(names), nc)],
+        axes[0].set_xticks(range(nc),
+                           [str(n) for n in names][:nc] + [str(i) for i in range(len(names), nc)],
                            rotation=90, fontsize=8)
     canvas = np.full((500, 500, 3), 255, np.uint8)
     rng = np.random.default_rng(seed)
@@ -131,7 +133,8 @@ def plot_label_distribution(classes: np.ndarray, boxes_xywhn: np.ndarray, names:
     axes[1].imshow(canvas)
     axes[1].set_title("box shapes (centred)")
     axes[1].axis("off")
-    for ax, (u, v), (xl, yl) in ((axes[2], (0, 1), ("x", "y")), (axes[3], (2, 3), ("width", "height"))):
+    for ax, (u, v), (xl, yl) in ((axes[2], (0, 1), ("x", "y")),
+                                 (axes[3], (2, 3), ("width", "height"))):
         ax.hist2d(b[:, u], b[:, v], bins=50, range=[[0, 1], [0, 1]], cmap="Blues", cmin=1)
         ax.set_xlabel(xl)
         ax.set_ylabel(yl)

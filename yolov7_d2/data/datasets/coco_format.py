@@ -32,5 +32,5 @@ def register_coco_json(name: str, json_file: Union[str, os.PathLike],
     if not image_root.is_dir():
         raise FileNotFoundError(f"image directory {image_root} (of {json_file}) does not exist")
     classes = coco_class_names(json_file)
-    register_lazy_coco(name, json_file, image_root, classes, prepare=lambda: None)
+    register_lazy_coco(name, json_file, image_root, classes)
     return classes

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Callable, List, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
+
+from .prepared import BundledDataset
 
 __all__ = ["IMG_FORMATS", "image_size", "register_cached", "register_lazy_coco"]
 
@@ -57,19 +59,23 @@ def register_cached(name: str, load: Callable[[], List[dict]], **metadata) -> No
 
 
 def register_lazy_coco(name: str, json_file: Path, image_root: Path,
-                       thing_classes: List[str], prepare: Callable[[], object]) -> None:
+                       thing_classes: List[str],
+                       bundled: Optional[BundledDataset] = None) -> None:
     """Register ``name`` as a COCO-json dataset like detectron2's ``register_coco_instances``,
-    except that ``prepare()`` (cheap when there is nothing to do: it makes ``json_file`` and
-    the images exist) runs when the dataset is first loaded, not now.
+    loaded when first used. For a dataset that ``bundled`` says how to prepare, loading it
+    unprepared raises a FileNotFoundError with the command that prepares it, and the
+    metadata holds ``bundled``.
 
     The metadata ``json_file`` / ``image_root`` are set now: COCOEvaluator reads them after
-    the test loader has loaded, hence prepared, the dataset. Registering again replaces it.
+    the test loader has loaded, hence found prepared, the dataset. Registering again replaces
+    it.
     """
 
     def load():
-        prepare()
+        if bundled is not None:
+            bundled.check_prepared()
         return load_coco_json(str(json_file), str(image_root), name)
 
     _replace_registration(name, load, thing_classes=list(thing_classes),
                           json_file=str(json_file), image_root=str(image_root),
-                          evaluator_type="coco")
+                          evaluator_type="coco", bundled=bundled)

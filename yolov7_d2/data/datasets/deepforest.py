@@ -5,7 +5,8 @@ small one-class COCO detection dataset.
 Preparation: ``tools/prepare_datasets.py`` downloads the wheel (``python -m pip download
 --no-deps --only-binary :all: deepforest==2.1.0``; the package registry is the only source),
 checks its sha256 against :data:`WHEEL_SHA256` and calls :func:`write_deepforest_dataset`;
-the registered splits run that tool when first loaded without a prepared copy. The tiling:
+train_net.py and the tools run that tool for the registered splits on first use.
+The tiling:
 
 1. Every image of ``deepforest/data/`` with a Pascal VOC xml (4 images, 951 boxes) is read
    from the wheel. Images at least one tile wide and high (the two 2019_YELL crops,
@@ -37,7 +38,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from .common import register_lazy_coco
-from .prepared import Manifest, datasets_root, ensure_prepared, write_json
+from .prepared import BundledDataset, Manifest, datasets_root, write_json
 
 __all__ = [
     "REQUIREMENT",
@@ -200,14 +201,15 @@ def write_deepforest_dataset(wheel: Path, out_dir: Path) -> dict:
 
 def register_deepforest(root: Optional[str | Path] = None) -> List[str]:
     """Register ``deepforest_trees_train`` and ``deepforest_trees_val`` (one class,
-    ``tree``). Nothing is downloaded now: when a split is first loaded (``DatasetCatalog.get``)
-    without a prepared copy in ``deepforest_dir(root)``, ``tools/prepare_datasets.py`` runs
-    (see :func:`~.prepared.ensure_prepared`). Returns the registered names."""
+    ``tree``) in ``deepforest_dir(root)``. Nothing is downloaded: ``tools/prepare_datasets.py``
+    prepares the tiles (train_net.py and the tools run it on first use; see
+    :class:`~.prepared.BundledDataset`). Returns the registered names."""
     out_dir = deepforest_dir(root)
+    bundled = BundledDataset(NAME, out_dir, PREP_VERSION)
     names = []
     for split in SPLITS:
         name = f"deepforest_trees_{split}"
         register_lazy_coco(name, out_dir / "annotations" / f"{split}.json", out_dir, CLASSES,
-                           prepare=lambda: ensure_prepared(NAME, out_dir, PREP_VERSION))
+                           bundled)
         names.append(name)
     return names

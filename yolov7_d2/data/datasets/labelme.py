@@ -5,8 +5,8 @@ data_dataset_coco/``).
 
 Preparation: ``tools/prepare_datasets.py`` fetches the package (``apt-get download
 labelme-examples``, ``apt-get update`` first if apt has no package lists; or a .deb given as
-``--labelme-deb``) and calls :func:`write_labelme_dataset`; the registered dataset runs that
-tool when first loaded without a prepared copy. :func:`write_labelme_dataset` reads the files
+``--labelme-deb``) and calls :func:`write_labelme_dataset`; train_net.py and the
+tools run it for the registered dataset on first use. :func:`write_labelme_dataset` reads the files
 out of the ``.deb`` (what ``dpkg-deb -x`` would extract; done in Python so that a .deb copied
 to a non-Debian machine works too), then writes a cleaned json:
 
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from .common import register_lazy_coco
-from .prepared import Manifest, datasets_root, ensure_prepared, sha256_of, write_json
+from .prepared import BundledDataset, Manifest, datasets_root, sha256_of, write_json
 
 __all__ = ["PACKAGE", "NAME", "PREP_VERSION", "labelme_dir", "read_deb_files", "clean_coco",
            "write_labelme_dataset", "register_labelme_examples"]
@@ -135,11 +135,11 @@ VOC_CLASSES = [
 def register_labelme_examples(root: Optional[str | Path] = None,
                               deb: Optional[str | Path] = None) -> List[str]:
     """Register ``labelme_examples`` (20 VOC classes, 3 images, 12 objects with polygons).
-    Nothing is fetched now: when it is first loaded without a prepared copy in
-    ``labelme_dir(root)``, ``tools/prepare_datasets.py`` runs (from the .deb ``deb`` if given;
-    see :func:`~.prepared.ensure_prepared`). Returns [name]."""
+    Nothing is fetched: ``tools/prepare_datasets.py`` prepares it in ``labelme_dir(root)``,
+    from the .deb ``deb`` if given (train_net.py and the tools run it on first use;
+    see :class:`~.prepared.BundledDataset`). Returns [name]."""
     out_dir = labelme_dir(root)
-    extra_args = ["--labelme-deb", str(deb)] if deb else []
+    extra_args = ("--labelme-deb", str(deb)) if deb else ()
     register_lazy_coco(NAME, out_dir / "annotations.json", out_dir, VOC_CLASSES,
-                       prepare=lambda: ensure_prepared(NAME, out_dir, PREP_VERSION, extra_args))
+                       BundledDataset(NAME, out_dir, PREP_VERSION, extra_args))
     return [NAME]

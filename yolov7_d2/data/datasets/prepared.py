@@ -1,10 +1,11 @@
 """Prepared copies of the bundled datasets (DeepForest tiles, labelme examples): where they
 live (``$YOLOV7_D2_DATASETS``), the manifest that says a copy is complete, and
-:func:`ensure_prepared`, which the registered datasets call when first loaded.
+:class:`BundledDataset`, which says how to prepare one.
 
 The downloads themselves (``pip download``, ``apt-get download``) are not in this package:
-they are in the checkout's ``tools/prepare_datasets.py``, which :func:`ensure_prepared` runs
-when a copy is missing, as a user would."""
+they are in the checkout's ``tools/prepare_datasets.py``, which the entry points (train_net.py,
+tools/) run for the bundled datasets they use that are not prepared yet
+(:func:`yolov7_d2.engine.prepare_bundled_datasets`)."""
 from __future__ import annotations
 
 import contextlib
@@ -12,13 +13,12 @@ import hashlib
 import json
 import logging
 import os
-import subprocess
-import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
-__all__ = ["ENV_VAR", "PREPARE_SCRIPT", "datasets_root", "sha256_of", "Manifest",
-           "preparation_lock", "write_json", "ensure_prepared"]
+__all__ = ["ENV_VAR", "PREPARE_SCRIPT", "checkout_dir", "datasets_root", "sha256_of", "Manifest",
+           "preparation_lock", "write_json", "BundledDataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ MANIFEST = "manifest.json"
 PREPARE_SCRIPT = "tools/prepare_datasets.py"
 
 
-def _checkout() -> Optional[Path]:
+def checkout_dir() -> Optional[Path]:
     """The repository checkout holding this package (an editable install), else None."""
     checkout = Path(__file__).resolve().parents[3]
     if (checkout / "setup.py").is_file() and (checkout / "yolov7_d2").is_dir():
@@ -43,7 +43,7 @@ def datasets_root() -> Path:
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env).expanduser()
-    checkout = _checkout()
+    checkout = checkout_dir()
     return checkout / "datasets" if checkout else Path.cwd() / "datasets"
 
 
@@ -120,29 +120,30 @@ def write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data))
 
 
-def ensure_prepared(dataset: str, directory: Path, version: str,
-                    extra_args: Sequence[str] = ()) -> None:
-    """Nothing when ``directory`` holds a complete copy of ``dataset`` (a valid manifest of
-    this preparation ``version``); else runs ``tools/prepare_datasets.py --only dataset --dir
-    directory`` of the checkout in a subprocess (its output goes to this process's console)
-    and raises if that fails. Without a checkout (a non-editable install), a
-    FileNotFoundError says the command to run."""
-    if Manifest(directory, version).load_if_valid() is not None:
-        return
-    arguments = ["--only", dataset, "--dir", str(directory), *extra_args]
-    checkout = _checkout()
-    if checkout is None or not (checkout / PREPARE_SCRIPT).is_file():
-        raise FileNotFoundError(
-            f"dataset {dataset!r} is not prepared in {directory} and this install of yolov7_d2 "
-            f"has no {PREPARE_SCRIPT} next to it: in a d2-yolov7 checkout, run "
-            f"`python {PREPARE_SCRIPT} {' '.join(arguments)}` (or prepare it elsewhere and copy "
-            "the directory there)")
-    command = [sys.executable, str(checkout / PREPARE_SCRIPT), *arguments]
-    logger.info("%s is not prepared in %s: running %s", dataset, directory, " ".join(command))
-    proc = subprocess.run(command)
-    if proc.returncode != 0:
-        raise RuntimeError(f"preparing the dataset {dataset!r} failed: `{' '.join(command)}` "
-                           f"exited with {proc.returncode} (its error is printed above)")
-    if Manifest(directory, version).load_if_valid() is None:
-        raise RuntimeError(f"`{' '.join(command)}` finished but {directory} holds no complete "
-                           f"copy of {dataset!r} (preparation version {version})")
+@dataclass(frozen=True)
+class BundledDataset:
+    """A dataset this project prepares from a package registry: ``tools/prepare_datasets.py
+    --only name --dir directory *extra_args`` writes it into ``directory`` with a manifest of
+    this preparation ``version``. Registered datasets carry it as the metadata ``bundled``;
+    train_net.py and the tools prepare the ones they use before loading them."""
+
+    name: str
+    directory: Path
+    version: str
+    extra_args: Tuple[str, ...] = ()
+
+    def is_prepared(self) -> bool:
+        return Manifest(self.directory, self.version).load_if_valid() is not None
+
+    @property
+    def prepare_arguments(self) -> List[str]:
+        """The arguments of ``tools/prepare_datasets.py`` that prepare it."""
+        return ["--only", self.name, "--dir", str(self.directory), *self.extra_args]
+
+    def check_prepared(self) -> None:
+        """Nothing if prepared; else a FileNotFoundError with the command that prepares it."""
+        if not self.is_prepared():
+            raise FileNotFoundError(
+                f"dataset {self.name!r} is not prepared in {self.directory}: run `python "
+                f"{PREPARE_SCRIPT} {' '.join(self.prepare_arguments)}` in a d2-yolov7 checkout "
+                "(train_net.py and the tools do it on first use)")

@@ -13,7 +13,8 @@ from ..layers import EELAN, ELAN, ConvBNAct, ConvPoolDown, ReOrg
 __all__ = ["ELANBackbone", "build_elan_backbone", "build_down", "build_elan"]
 
 
-def build_down(spec: DownSpec, in_channels: int, width: Callable[[int], int], act: str) -> nn.Module:
+def build_down(spec: DownSpec, in_channels: int, width: Callable[[int], int],
+               act: str) -> nn.Module:
     """Build the stride-2 step described by ``spec`` reading ``in_channels``."""
     if spec.kind == "conv":
         return ConvBNAct(in_channels, width(spec.out), 3, 2, act=act)

@@ -27,7 +27,8 @@ class TopDownFusion(nn.Module):
         self.block = build_elan(spec.block, in_channels, width, act, extended)
         self.out_channels = self.block.out_channels
 
-    def forward(self, coarse: torch.Tensor, fine: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, coarse: torch.Tensor,
+                fine: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Returns (output, auxiliary-head tap) at the resolution of ``fine``."""
         up = F.interpolate(self.reduce(coarse), scale_factor=2.0, mode="nearest")
         return self.block.forward_with_aux_tap(torch.cat([self.lateral(fine), up], dim=1))
@@ -73,7 +74,8 @@ class YOLOv7PAN(Backbone):
                 f"The YOLOv7 neck of this architecture takes {len(arch.top_down) + 1} inputs, "
                 f"got IN_FEATURES={in_features}"
             )
-        self.bottom_up, self.in_features, self.aux_outputs = bottom_up, list(in_features), aux_outputs
+        self.bottom_up, self.in_features, self.aux_outputs = (
+            bottom_up, list(in_features), aux_outputs)
         shapes = bottom_up.output_shape()
         missing = [f for f in in_features if f not in shapes]
         if missing:
