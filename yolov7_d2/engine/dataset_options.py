@@ -33,13 +33,13 @@ def add_dataset_arguments(parser) -> None:
                            help="an Ultralytics / YOLOv7 data.yaml with YOLO txt labels")
     exclusive.add_argument("--voc-root", metavar="DIR", default="",
                            help="a VOC folder (Annotations/, JPEGImages/, ImageSets/Main/)")
-    exclusive.add_argument("--coco-json", nargs=2, metavar=("TRAIN_JSON", "IMAGE_DIR"),
-                           help=f"COCO-format training annotations and their images "
-                                f"(registered as {COCO_TRAIN_NAME})")
     group.add_argument("--voc-train-split", default="trainval", metavar="SPLIT",
                        help="ImageSets/Main/<SPLIT>.txt for training (default: trainval)")
     group.add_argument("--voc-test-split", default="test", metavar="SPLIT",
                        help="ImageSets/Main/<SPLIT>.txt for evaluation (default: test)")
+    exclusive.add_argument("--coco-json", nargs=2, metavar=("TRAIN_JSON", "IMAGE_DIR"),
+                           help=f"COCO-format training annotations and their images "
+                                f"(registered as {COCO_TRAIN_NAME})")
     group.add_argument("--coco-val-json", nargs=2, metavar=("VAL_JSON", "IMAGE_DIR"),
                        help=f"with --coco-json: COCO-format validation annotations and their "
                             f"images (registered as {COCO_VAL_NAME}; without it: no evaluation)")
