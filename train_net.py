@@ -16,7 +16,8 @@ Trailing KEY VALUE pairs override config keys (see yolov7_d2/config.py for the Y
 The configs count in epochs (SOLVER.YOLOV7.EPOCHS 300, as official): the iterations follow from
 the number of training images and SOLVER.IMS_PER_BATCH (the log line "Schedule: ..."), except
 for SOLVER.MAX_ITER, SOLVER.WARMUP_ITERS, SOLVER.CHECKPOINT_PERIOD or TEST.EVAL_PERIOD given.
-Evaluation uses the EMA weights when the checkpoint has them (the official final model).
+Evaluation uses the EMA weights when the checkpoint has them (the official final model);
+--eval-only runs them in the deploy form (re-parameterized, NHWC), as the predictor does.
 """
 import logging
 import os
@@ -35,6 +36,7 @@ from yolov7_d2.engine import (
     setup_yolov7_run,
 )
 from yolov7_d2.engine.dataset_options import add_dataset_arguments, apply_dataset_arguments
+from yolov7_d2.modeling.reparam import inference_form
 
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
@@ -85,7 +87,7 @@ def main(args):
         YOLOv7Checkpointer(model, save_dir=cfg.OUTPUT_DIR, prefer_ema=True).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
-        return YOLOv7Trainer.test(cfg, model)
+        return YOLOv7Trainer.test(cfg, inference_form(model))
     trainer = YOLOv7Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     results = trainer.train()

@@ -140,8 +140,10 @@ def test_predictor_runs_the_deploy_checkpoint(training, tmp_path):
             "MODEL.YOLOV7.CONF_THRESH_TEST", "1e-6"]
     fused = YOLOv7Predictor(load_config(CONFIG, opts + [
         "MODEL.WEIGHTS", output, "MODEL.YOLOV7.REPARAMETERIZED", "True"]))
-    plain = YOLOv7Predictor(load_config(CONFIG, opts))
-    plain.model.load_state_dict(ema.state_dict())
+    # the predictor re-parameterizes the plain EMA weights itself
+    ema_file = str(tmp_path / "ema.pth")
+    torch.save({"model": ema.state_dict()}, ema_file)
+    plain = YOLOv7Predictor(load_config(CONFIG, opts + ["MODEL.WEIGHTS", ema_file]))
     image = photo("coffee")
     a, b = fused(image)["instances"], plain(image)["instances"]
     assert len(a) == len(b) > 0

@@ -36,6 +36,7 @@ from yolov7_d2.engine import (
     yolov7_train_loop,
     yolov7_training_hooks,
 )
+from yolov7_d2.modeling.reparam import inference_form
 
 from detectron2.config import LazyConfig, instantiate
 from detectron2.data import MetadataCatalog
@@ -177,11 +178,10 @@ def main(args):
     if args.eval_only:
         model = instantiate(cfg.model)
         model.to(cfg.train.device)
-        model = create_ddp_model(model)
         YOLOv7Checkpointer(model, cfg.train.output_dir, prefer_ema=True).resume_or_load(
             cfg.train.init_checkpoint, resume=args.resume
         )
-        return do_test(cfg, model)
+        return do_test(cfg, create_ddp_model(inference_form(model)))
     results = do_train(args, cfg)
     if comm.is_main_process() and results:
         logger.info("Final evaluation (EMA weights): %s", dict(results))

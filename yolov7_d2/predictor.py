@@ -17,6 +17,7 @@ from .checkpoint import YOLOv7Checkpointer
 from .data.image_io import read_image
 from .data.mapper import at_least_one_pixel
 from .export.deploy import checkpoint_is_reparameterized
+from .modeling.reparam import inference_form
 
 __all__ = ["YOLOv7Predictor", "class_names_metadata", "as_bgr_image"]
 
@@ -86,7 +87,8 @@ class YOLOv7Predictor:
     ``{"instances": Instances}`` at the original resolution, on the CPU.
 
     Attributes:
-        cfg: a clone of the config; model: the model in eval mode; metadata: see
+        cfg: a clone of the config; model: the model in eval mode, in its deploy form
+        (re-parameterized, channels_last); metadata: see
         :func:`class_names_metadata`; random_weights: True when MODEL.WEIGHTS was empty.
 
     Arrays other than (H, W, 3) uint8 BGR are converted by :func:`as_bgr_image` (grayscale,
@@ -116,6 +118,7 @@ class YOLOv7Predictor:
         else:
             # Training checkpoints carry EMA weights: those are the final model (official).
             YOLOv7Checkpointer(self.model, prefer_ema=True).load(weights)
+        inference_form(self.model)
         self.aug = T.ResizeShortestEdge(
             [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
         )
@@ -140,7 +143,7 @@ class YOLOv7Predictor:
         image = torch.as_tensor(np.ascontiguousarray(image.astype("float32").transpose(2, 0, 1)))
         return {"image": image, "height": height, "width": width}
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def __call__(self, original_image: Union[np.ndarray, str, os.PathLike]) -> Dict:
         """
         Args:
@@ -153,7 +156,7 @@ class YOLOv7Predictor:
         """
         return self.predict_batch([original_image])[0]
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict_batch(self, images: List[Union[np.ndarray, str, os.PathLike]]) -> List[Dict]:
         """:meth:`__call__` for several BGR images (or files) in one forward pass."""
         outputs = self.model([self.preprocess(image) for image in images])

@@ -5,7 +5,7 @@ from torch import nn
 from .head import YOLOv7Head
 from .layers import ConvBNAct, RepConv
 
-__all__ = ["fold_implicit_knowledge", "reparameterize"]
+__all__ = ["fold_implicit_knowledge", "reparameterize", "inference_form"]
 
 
 @torch.no_grad()
@@ -38,4 +38,15 @@ def reparameterize(model: nn.Module) -> nn.Module:
         model.aux_head = None
         model.backbone.disable_aux_outputs()
         model.head_in_features = model.head_in_features[:model.num_levels]
+    return model
+
+
+def inference_form(model: nn.Module) -> nn.Module:
+    """The form inference-only runs use (the predictor, demo.py, ``--eval-only``), in place:
+    the deploy form of :func:`reparameterize` (same outputs up to float rounding) in NHWC
+    memory layout, the faster layout on CPUs (oneDNN) and tensor-core GPUs. Load the
+    weights before: checkpoints hold the training form."""
+    reparameterize(model)
+    model.to(memory_format=torch.channels_last)
+    model.channels_last = True
     return model

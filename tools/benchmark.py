@@ -1,0 +1,416 @@
+#!/usr/bin/env python
+"""This project against the official YOLOv7 code at the same work, side by side in one
+process: same weights (the official random initialisation, converted), same inputs, same
+threads, official and ours interleaved, medians. Prints a markdown table (ratio = ours /
+official time: lower is better; for the data pipeline, ours / official images per second:
+higher is better) under a header with the machine, CPU flags, versions, threads and date.
+
+Examples:
+    python tools/benchmark.py                          # official column from sas-yolov7
+    python tools/benchmark.py --official ~/yolov7      # ... or from a checkout of the official repo
+    python tools/benchmark.py --rows forward loss --repeats 3
+
+The official code (GPL) is imported, never copied: from ``--official DIR`` (a checkout, its
+``models`` and ``utils`` packages) or the installed ``sas-yolov7``; without either, the
+official column is left empty. Rows (``--rows``):
+
+* forward: fused deploy model at 640 (official ``Model.fuse()``, ours
+  ``reparameterize``), yolov7-tiny b1, yolov7 b1, yolov7-tiny b8; ours also with
+  ``MODEL.YOLOV7.CHANNELS_LAST``.
+* e2e: one 640x480 photo end to end at detect.py's thresholds (0.25, IoU 0.45): official
+  letterbox, forward of the fused model, ``non_max_suppression``, ``scale_coords``; ours
+  :class:`~yolov7_d2.predictor.YOLOv7Predictor` with its defaults.
+* loss: assignment, loss and backward of yolov7's lead head (``ComputeLossOTA`` against
+  :class:`~yolov7_d2.modeling.loss.YOLOv7Loss`), batch 8 at 640, random maps, 10 / 30 / 100 /
+  300 random boxes per image.
+* train: one training step of yolov7-tiny, batch 8 at 640 (forward, loss, backward, SGD).
+* data: training samples per second of one process with the official tiny hyp (mosaic,
+  mixup 0.05, HSV, flips, scale 0.5): ``LoadImagesAndLabels(augment=True)`` against
+  :class:`~yolov7_d2.data.YOLOv7MosaicMapper` on the same YOLO-format copy of the tree tiles
+  (box labels; polygon labels are not benchmarked here).
+"""
+import argparse
+import datetime
+import importlib
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+import yolov7_d2  # noqa: E402,F401  (compat shims, registrations)
+from yolov7_d2.config import load_config  # noqa: E402
+from yolov7_d2.convert import official_to_yolov7, read_official_checkpoint  # noqa: E402
+from yolov7_d2.modeling import reparameterize  # noqa: E402
+
+from detectron2.modeling import build_model  # noqa: E402
+from detectron2.structures import Boxes, Instances  # noqa: E402
+from detectron2.utils.events import EventStorage  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+ROWS = ("forward", "e2e", "loss", "train", "data")
+SIZE = 640
+
+
+def official_modules(location: str):
+    """The official ``models.yolo``, ``utils.general``, ``utils.loss``, ``utils.datasets``
+    and the directory of its cfg / hyp files, or None."""
+    if location == "none":
+        return None
+    if location != "auto":
+        sys.path.insert(0, str(Path(location).expanduser().resolve()))
+        prefix, base = "", Path(location).expanduser().resolve()
+    else:
+        try:
+            import sas_yolov7
+        except ImportError:
+            return None
+        prefix, base = "sas_yolov7.", Path(sas_yolov7.__file__).resolve().parent
+    names = ("models.yolo", "utils.general", "utils.loss", "utils.datasets")
+    modules = {n.split(".")[1]: importlib.import_module(prefix + n) for n in names}
+    if prefix:
+        # sas-yolov7 took tqdm out of LoadImagesAndLabels.cache_labels but still sets the
+        # progress bar's text on the plain zip it iterates: give it a zip that takes one.
+        modules["datasets"].zip = _ZipWithProgressText
+    return SimpleNamespace(**modules, cfg=base / "cfg" / "training", hyp=base / "data")
+
+
+class _ZipWithProgressText:
+    """``zip`` with the ``desc`` attribute and ``close()`` of a tqdm progress bar."""
+
+    def __init__(self, *iterables):
+        self._zip, self.desc = zip(*iterables), ""
+
+    def __iter__(self):
+        return iter(self._zip)
+
+    def close(self):
+        pass
+
+
+def machine_header(threads: int) -> str:
+    flags = ""
+    if os.path.exists("/proc/cpuinfo"):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                flags = " ".join(f for f in line.split(":", 1)[1].split()
+                                 if f.startswith(("avx", "amx", "fma")))
+                break
+    model = platform.processor()
+    if os.path.exists("/proc/cpuinfo"):
+        model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                      if line.startswith("model name")), model)
+    import detectron2
+    return (f"{datetime.date.today()}, {model}, {os.cpu_count()} cores, CPU flags: {flags}; "
+            f"torch {torch.__version__}, detectron2 {detectron2.__version__}, "
+            f"{threads} torch thread(s)")
+
+
+def interleaved(official, ours, repeats: int, warmup: int = 1):
+    """Median seconds of ``official()`` and ``ours()`` run alternately (None: not run)."""
+    for _ in range(warmup):
+        official and official()
+        ours()
+    times = {"official": [], "ours": []}
+    for _ in range(repeats):
+        for key, fn in (("official", official), ("ours", ours)):
+            if fn is not None:
+                start = time.perf_counter()
+                fn()
+                times[key].append(time.perf_counter() - start)
+    return tuple(statistics.median(times[k]) if times[k] else None for k in times)
+
+
+class Pair:
+    """The official model of a scale (official init, seeded) and ours with its weights."""
+
+    def __init__(self, off, name: str, *opts):
+        self.cfg = load_config(str(ROOT / "configs" / "coco" / f"{name}.yaml"),
+                               ["MODEL.DEVICE", "cpu", *opts])
+        torch.manual_seed(0)
+        self.ours = build_model(self.cfg)
+        self.official = None
+        if off is not None:
+            self.official = off.yolo.Model(str(off.cfg / f"{name}.yaml"), ch=3, nc=80)
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, "official.pt")
+                torch.save(self.official.state_dict(), path)
+                self.weights = official_to_yolov7(read_official_checkpoint(path), self.ours)
+            self.ours.load_state_dict(self.weights)
+
+
+def forward_rows(off, repeats):
+    rows = []
+    for name, batch in (("yolov7-tiny", 1), ("yolov7", 1), ("yolov7-tiny", 8)):
+        pair = Pair(off, name)
+        x = torch.rand(batch, 3, SIZE, SIZE)
+        official = None
+        if pair.official is not None:
+            with torch.no_grad():  # the official weights come from an EMA: no grad
+                fused = pair.official.eval().fuse()
+            official = lambda: fused(x)  # noqa: E731
+        ours = reparameterize(pair.ours.eval())
+        with torch.inference_mode():
+            t_off, t_ours = interleaved(official, lambda: ours.forward_raw(x), repeats)
+            ours.to(memory_format=torch.channels_last)
+            ours.channels_last = True
+            _, t_nhwc = interleaved(None, lambda: ours.forward_raw(x), repeats)
+        rows.append((f"forward, fused deploy model, 640, {name} b{batch}", t_off, t_ours))
+        rows.append((f"same, channels_last, {name} b{batch}", t_off, t_nhwc))
+    return rows
+
+
+def photo_640x480() -> np.ndarray:
+    """A real photo (skimage's astronaut if installed, else a smooth random image), BGR."""
+    try:
+        import cv2
+        from skimage import data
+
+        return cv2.resize(data.astronaut()[:, :, ::-1], (640, 480))
+    except ImportError:
+        rng = np.random.default_rng(0)
+        return (rng.random((480, 640, 3)) * 255).astype(np.uint8)
+
+
+def e2e_rows(off, repeats):
+    from yolov7_d2.predictor import YOLOv7Predictor
+
+    image = photo_640x480()
+    rows = []
+    for name in ("yolov7-tiny", "yolov7"):
+        pair = Pair(off, name, "MODEL.YOLOV7.CONF_THRESH_TEST", "0.25",
+                    "MODEL.YOLOV7.NMS_THRESH_TEST", "0.45")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "model.pth")
+            torch.save({"model": pair.ours.state_dict()}, path)
+            cfg = pair.cfg.clone()
+            cfg.MODEL.WEIGHTS = path
+            predictor = YOLOv7Predictor(cfg)
+        official = None
+        if pair.official is not None:
+            with torch.no_grad():
+                fused = pair.official.eval().fuse()
+            general, letterbox = off.general, off.datasets.letterbox
+
+            def official():
+                img = letterbox(image, SIZE, stride=32)[0][:, :, ::-1].transpose(2, 0, 1)
+                img = torch.from_numpy(np.ascontiguousarray(img)).float()[None] / 255.0
+                with torch.no_grad():
+                    pred = fused(img)[0]
+                det = general.non_max_suppression(pred, 0.25, 0.45)[0]
+                det[:, :4] = general.scale_coords(img.shape[2:], det[:, :4], image.shape)
+                return det
+
+        t_off, t_ours = interleaved(official, lambda: predictor(image), repeats)
+        rows.append((f"end to end, one 640x480 photo, detect.py thresholds, {name}", t_off,
+                     t_ours))
+    return rows
+
+
+def random_boxes(num, generator):
+    wh = torch.rand(num, 2, generator=generator) * 120 + 8
+    xy = torch.rand(num, 2, generator=generator) * (SIZE - wh)
+    return torch.cat([xy, xy + wh], 1)
+
+
+def loss_rows(off, repeats):
+    from yolov7_d2.modeling.loss import YOLOv7Loss
+
+    cfg = load_config(str(ROOT / "configs" / "coco" / "yolov7.yaml"), ["MODEL.DEVICE", "cpu"])
+    ours_loss = YOLOv7Loss(cfg, num_levels=3, aux=False)
+    pair = Pair(off, "yolov7") if off is not None else None
+    model = pair.ours if pair else build_model(cfg)
+    anchors, strides = model.anchors, model.strides
+    official_loss = None
+    if off is not None:
+        import yaml
+
+        pair.official.hyp = yaml.safe_load(open(off.hyp / "hyp.scratch.p5.yaml"))
+        pair.official.gr = 1.0
+        official_loss = off.loss.ComputeLossOTA(pair.official)
+    rows = []
+    for num in (10, 30, 100, 300):
+        g = torch.Generator().manual_seed(num)
+        maps = [torch.randn(8, 3, SIZE // s, SIZE // s, 85, generator=g) for s in strides]
+        boxes = [random_boxes(num, g) for _ in range(8)]
+        classes = [torch.randint(80, (num,), generator=g) for _ in range(8)]
+        images = torch.zeros(8, 3, SIZE, SIZE)
+
+        def ours():
+            p = [m.clone().requires_grad_() for m in maps]
+            with EventStorage():
+                sum(ours_loss(p, None, boxes, classes, anchors, strides).values()).backward()
+
+        official = None
+        if official_loss is not None:
+            targets = torch.cat([torch.cat([torch.full((num, 1), float(i)), c[:, None].float(),
+                                            (b[:, :2] + b[:, 2:]) / 2 / SIZE,
+                                            (b[:, 2:] - b[:, :2]) / SIZE], 1)
+                                 for i, (b, c) in enumerate(zip(boxes, classes))])
+
+            def official():
+                p = [m.clone().requires_grad_() for m in maps]
+                official_loss(p, targets, images)[0].backward()
+
+        t_off, t_ours = interleaved(official, ours, repeats)
+        rows.append((f"assignment + loss + backward, yolov7 b8 640, {num} GT per image", t_off,
+                     t_ours))
+    return rows
+
+
+def train_rows(off, repeats):
+    import yaml
+
+    pair = Pair(off, "yolov7-tiny")
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(256, (8, 3, SIZE, SIZE), generator=g, dtype=torch.uint8)
+    boxes = [random_boxes(20, g) for _ in range(8)]
+    classes = [torch.randint(80, (20,), generator=g) for _ in range(8)]
+    inputs = []
+    for image, b, c in zip(images, boxes, classes):
+        instances = Instances((SIZE, SIZE))
+        instances.gt_boxes, instances.gt_classes = Boxes(b), c
+        inputs.append({"image": image.float(), "instances": instances})
+    official = None
+    if pair.official is not None:
+        model = pair.official.train()
+        model.hyp = yaml.safe_load(open(off.hyp / "hyp.scratch.tiny.yaml"))
+        model.gr = 1.0
+        compute_loss = off.loss.ComputeLossOTA(model)
+        sgd = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, nesterov=True)
+        x = images.float() / 255.0
+        targets = torch.cat([torch.cat([torch.full((len(b), 1), float(i)), c[:, None].float(),
+                                        (b[:, :2] + b[:, 2:]) / 2 / SIZE,
+                                        (b[:, 2:] - b[:, :2]) / SIZE], 1)
+                             for i, (b, c) in enumerate(zip(boxes, classes))])
+
+        def official():
+            loss, _ = compute_loss(model(x), targets, x)
+            loss.backward()
+            sgd.step()
+            sgd.zero_grad()
+
+    rows = []
+    for label, channels_last in (("", False), (", channels_last", True)):
+        ours_model = pair.ours.train()
+        if channels_last:
+            ours_model.to(memory_format=torch.channels_last)
+            ours_model.channels_last = True
+        opt = torch.optim.SGD(ours_model.parameters(), lr=1e-4, momentum=0.9, nesterov=True)
+
+        def ours():
+            with EventStorage():
+                sum(ours_model(inputs).values()).backward()
+            opt.step()
+            opt.zero_grad()
+
+        t_off, t_ours = interleaved(official if not channels_last else None, ours, repeats)
+        if channels_last:
+            t_off = rows[0][1]
+        rows.append((f"train step yolov7-tiny b8 640{label}", t_off, t_ours))
+    return rows
+
+
+def yolo_copy_of_trees(directory: Path) -> Path:
+    """The training tree tiles as a YOLO dataset (images/, labels/, data.yaml) in directory."""
+    from yolov7_d2.data import register_deepforest
+    from yolov7_d2.engine import prepare_bundled_datasets
+
+    from detectron2.data import DatasetCatalog
+
+    names = register_deepforest()
+    prepare_bundled_datasets(names[:1])
+    (directory / "images").mkdir(parents=True)
+    (directory / "labels").mkdir()
+    for d in DatasetCatalog.get(names[0]):
+        stem = Path(d["file_name"]).stem
+        shutil.copy(d["file_name"], directory / "images" / Path(d["file_name"]).name)
+        w, h = d["width"], d["height"]
+        lines = [f"0 {(x + bw / 2) / w:.6f} {(y + bh / 2) / h:.6f} {bw / w:.6f} {bh / h:.6f}"
+                 for x, y, bw, bh in (a["bbox"] for a in d["annotations"])]
+        (directory / "labels" / f"{stem}.txt").write_text("\n".join(lines) + "\n")
+    (directory / "data.yaml").write_text(
+        f"path: {directory}\ntrain: images\nval: images\nnames: ['tree']\n")
+    return directory
+
+
+def data_rows(off, repeats, samples: int = 40):
+    import yaml
+
+    from yolov7_d2.data import YOLOv7MosaicMapper
+    from yolov7_d2.data.datasets import register_yolo_dataset
+
+    from detectron2.data import DatasetCatalog
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = yolo_copy_of_trees(Path(tmp) / "trees")
+        train_name = register_yolo_dataset(data / "data.yaml", name_prefix="bench")["train"]
+        dicts = DatasetCatalog.get(train_name)
+        cfg = load_config(str(ROOT / "configs" / "coco" / "yolov7-tiny.yaml"),
+                          ["MODEL.DEVICE", "cpu", "SEED", "0"])
+        mapper = YOLOv7MosaicMapper(cfg, is_train=True, dataset_dicts=dicts)
+        official = None
+        if off is not None:
+            hyp = yaml.safe_load(open(off.hyp / "hyp.scratch.tiny.yaml"))
+            dataset = off.datasets.LoadImagesAndLabels(str(data / "images"), SIZE, 8,
+                                                       augment=True, hyp=hyp, stride=32)
+
+            def official():
+                for i in range(samples):
+                    dataset[i % len(dataset)]
+
+        def ours():
+            for i in range(samples):
+                mapper(dicts[i % len(dicts)])
+
+        t_off, t_ours = interleaved(official, ours, repeats)
+    # images per second: higher is better, so the ratio is official time / ours
+    return [("training data pipeline, images/s, one process, official hyp tiny: box labels",
+             samples / t_off if t_off else None, samples / t_ours, "rate")]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--official", default="auto", metavar="DIR",
+                        help="a checkout of the official yolov7 repository; 'auto' (default): "
+                             "the installed sas-yolov7; 'none': our column only")
+    parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS),
+                        help="which rows to run (default: all)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed runs of each side after one warm-up (default: 5)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="torch threads (default: torch's choice, %(default)s here)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    off = official_modules(args.official)
+    builders = {"forward": forward_rows, "e2e": e2e_rows, "loss": loss_rows,
+                "train": train_rows, "data": data_rows}
+    print(machine_header(args.threads))
+    print("official: " + ("not found (ours only)" if off is None else str(off.cfg.parents[1])))
+    print(f"medians of {args.repeats} interleaved runs\n")
+    print("| work | official | ours | ratio |\n|---|---|---|---|")
+    for row in args.rows:
+        for label, t_off, t_ours, *kind in builders[row](off, args.repeats):
+            if kind:  # a rate: images per second
+                ratio = f"{t_ours / t_off:.2f}x the throughput" if t_off else ""
+                off_s = f"{t_off:.1f}/s" if t_off else ""
+                print(f"| {label} | {off_s} | {t_ours:.1f}/s | {ratio} |", flush=True)
+                continue
+            ratio = f"{t_ours / t_off:.2f}" if t_off else ""
+            off_s = f"{t_off * 1000:,.0f} ms" if t_off else ""
+            print(f"| {label} | {off_s} | {t_ours * 1000:,.0f} ms | {ratio} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
