@@ -19,7 +19,7 @@ official column is left empty. Rows (``--rows``):
   ``MODEL.YOLOV7.CHANNELS_LAST``.
 * e2e: one 640x480 photo end to end at detect.py's thresholds (0.25, IoU 0.45): official
   letterbox, forward of the fused model, ``non_max_suppression``, ``scale_coords``; ours
-  :class:`~yolov7_d2.predictor.YOLOv7Predictor` with its defaults.
+  :class:`~yolov7_d2.predictor.YOLOv7Predictor` with its defaults (deploy form, NHWC).
 * loss: assignment, loss and backward of yolov7's lead head (``ComputeLossOTA`` against
   :class:`~yolov7_d2.modeling.loss.YOLOv7Loss`), batch 8 at 640, random maps, 10 / 30 / 100 /
   300 random boxes per image.
@@ -151,7 +151,7 @@ class Pair:
 def forward_rows(off, repeats):
     rows = []
     for name, batch in (("yolov7-tiny", 1), ("yolov7", 1), ("yolov7-tiny", 8)):
-        pair = Pair(off, name)
+        pair = Pair(off, name, "MODEL.YOLOV7.CHANNELS_LAST", "False")
         x = torch.rand(batch, 3, SIZE, SIZE)
         official = None
         if pair.official is not None:
@@ -164,8 +164,8 @@ def forward_rows(off, repeats):
             ours.to(memory_format=torch.channels_last)
             ours.channels_last = True
             _, t_nhwc = interleaved(None, lambda: ours.forward_raw(x), repeats)
-        rows.append((f"forward, fused deploy model, 640, {name} b{batch}", t_off, t_ours))
-        rows.append((f"same, channels_last, {name} b{batch}", t_off, t_nhwc))
+        rows.append((f"forward, fused deploy model, {SIZE}, {name} b{batch}, NCHW", t_off, t_ours))
+        rows.append((f"same, channels_last (the default), {name} b{batch}", t_off, t_nhwc))
     return rows
 
 
@@ -262,7 +262,7 @@ def loss_rows(off, repeats):
                 official_loss(p, targets, images)[0].backward()
 
         t_off, t_ours = interleaved(official, ours, repeats)
-        rows.append((f"assignment + loss + backward, yolov7 b8 640, {num} GT per image", t_off,
+        rows.append((f"assignment + loss + backward, yolov7 b8 {SIZE}, {num} GT per image", t_off,
                      t_ours))
     return rows
 
@@ -270,7 +270,7 @@ def loss_rows(off, repeats):
 def train_rows(off, repeats):
     import yaml
 
-    pair = Pair(off, "yolov7-tiny")
+    pair = Pair(off, "yolov7-tiny", "MODEL.YOLOV7.CHANNELS_LAST", "False")
     g = torch.Generator().manual_seed(0)
     images = torch.randint(256, (8, 3, SIZE, SIZE), generator=g, dtype=torch.uint8)
     boxes = [random_boxes(20, g) for _ in range(8)]
@@ -300,7 +300,7 @@ def train_rows(off, repeats):
             sgd.zero_grad()
 
     rows = []
-    for label, channels_last in (("", False), (", channels_last", True)):
+    for label, channels_last in ((", NCHW", False), (", channels_last (the default)", True)):
         ours_model = pair.ours.train()
         if channels_last:
             ours_model.to(memory_format=torch.channels_last)
@@ -316,7 +316,7 @@ def train_rows(off, repeats):
         t_off, t_ours = interleaved(official if not channels_last else None, ours, repeats)
         if channels_last:
             t_off = rows[0][1]
-        rows.append((f"train step yolov7-tiny b8 640{label}", t_off, t_ours))
+        rows.append((f"train step yolov7-tiny b8 {SIZE}{label}", t_off, t_ours))
     return rows
 
 
@@ -379,6 +379,7 @@ def data_rows(off, repeats, samples: int = 40):
 
 
 def main(argv=None) -> int:
+    global SIZE
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--official", default="auto", metavar="DIR",
@@ -390,7 +391,11 @@ def main(argv=None) -> int:
                         help="timed runs of each side after one warm-up (default: 5)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="torch threads (default: torch's choice, %(default)s here)")
+    parser.add_argument("--size", type=int, default=SIZE,
+                        help="square input side of the forward, loss and train rows "
+                             "(default: %(default)s, as official)")
     args = parser.parse_args(argv)
+    SIZE = args.size
     torch.set_num_threads(args.threads)
     off = official_modules(args.official)
     builders = {"forward": forward_rows, "e2e": e2e_rows, "loss": loss_rows,

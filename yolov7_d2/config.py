@@ -30,8 +30,8 @@ def add_yolov7_config(cfg: CN) -> None:
     # tools/reparameterize.py: BN folded, RepConv merged, implicit folded, no aux head.
     yolo.REPARAMETERIZED = False
     # NHWC memory layout for weights and activations: identical outputs, faster convolutions
-    # on CPU (oneDNN) and on tensor-core GPUs.
-    yolo.CHANNELS_LAST = False
+    # on CPU (oneDNN: a yolov7-tiny training step about 1.2x faster) and on tensor-core GPUs.
+    yolo.CHANNELS_LAST = True
     # Training from MODEL.WEIGHTS of another class count (e.g. official COCO weights): also
     # start the classes named alike in the checkpoint and the training dataset from the
     # checkpoint's rows (the others always start from the official prior); see finetune.py.

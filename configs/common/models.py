@@ -83,7 +83,7 @@ def yolov7_model(arch_name: str = "yolov7"):
         ),
         reparameterized=False,
         # NHWC weights and activations: same outputs, faster convolutions.
-        channels_last=False,
+        channels_last=True,
     )
 
 
