@@ -19,9 +19,9 @@ from yolov7_d2.modeling.layers import ImplicitA, ImplicitM
 from detectron2.modeling import build_model
 
 
-def tiny_model():
+def tiny_model(*opts):
     cfg = load_config(str(Path(__file__).resolve().parents[1] / "configs/coco/yolov7-tiny.yaml"),
-                      ["MODEL.DEVICE", "cpu", "MODEL.YOLOV7.WIDTH_MULTIPLE", "0.125"])
+                      ["MODEL.DEVICE", "cpu", "MODEL.YOLOV7.WIDTH_MULTIPLE", "0.125", *opts])
     return build_model(cfg)
 
 

@@ -266,3 +266,22 @@ def test_channels_last_gives_same_outputs_losses_and_gradients():
     with torch.no_grad():
         for a, b in zip(nchw.forward_raw(x)["lead"], nhwc.forward_raw(x)["lead"]):
             torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm, kind", [("SyncBN", "SyncBatchNorm"),
+                                        ("naiveSyncBN", "NaiveSyncBatchNorm")])
+def test_norm_key_converts_every_batchnorm_keeping_its_settings(norm, kind):
+    plain = build("yolov7-tiny", "MODEL.YOLOV7.WIDTH_MULTIPLE", "0.125")
+    synced = build("yolov7-tiny", "MODEL.YOLOV7.WIDTH_MULTIPLE", "0.125", "MODEL.YOLOV7.NORM",
+                   norm)
+    norms = [m for m in synced.modules() if isinstance(m, torch.nn.modules.batchnorm._NormBase)]
+    assert len(norms) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules()) > 0
+    assert {type(m).__name__ for m in norms} == {kind}
+    assert {(m.eps, m.momentum) for m in norms} == {(1e-3, 0.03)}
+    # same parameter and buffer names: checkpoints and official conversion load either way
+    assert synced.state_dict().keys() == plain.state_dict().keys()
+    with pytest.raises(Exception, match="MODEL.YOLOV7.NORM 'GN' is not a BatchNorm kind"):
+        from yolov7_d2.config_checks import check_config
+
+        check_config(load_config(str(ROOT / "configs/coco/yolov7-tiny.yaml"),
+                                 ["MODEL.YOLOV7.NORM", "GN"]), training=False)

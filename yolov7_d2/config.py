@@ -29,6 +29,10 @@ def add_yolov7_config(cfg: CN) -> None:
     # Build the re-parameterized (fused) structure, to load checkpoints written by
     # tools/reparameterize.py: BN folded, RepConv merged, implicit folded, no aux head.
     yolo.REPARAMETERIZED = False
+    # BatchNorm kind: "BN" (each process normalises over its own images), "SyncBN" (torch's
+    # SyncBatchNorm over all processes' images, CUDA only: the official --sync-bn) or
+    # "naiveSyncBN" (detectron2's NaiveSyncBatchNorm, any device). eps 1e-3, momentum 0.03.
+    yolo.NORM = "BN"
     # NHWC memory layout for weights and activations: identical outputs, faster convolutions
     # on CPU (oneDNN: a yolov7-tiny training step about 1.2x faster) and on tensor-core GPUs.
     yolo.CHANNELS_LAST = True

@@ -34,6 +34,7 @@ from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
 from .modeling.arch import ARCHS, get_arch
+from .modeling.layers.conv import NORMS
 
 __all__ = ["ConfigError", "merge_config", "check_config", "check_schedule",
            "check_checkpoint_scale"]
@@ -233,6 +234,10 @@ def _model_problems(cfg) -> List[str]:
     if yolo.NUM_CLASSES < 1:
         problems.append(f"MODEL.YOLOV7.NUM_CLASSES is {yolo.NUM_CLASSES}: set it to the number "
                         "of classes of the dataset (at least 1).")
+    if yolo.NORM not in NORMS:
+        problems.append(f"MODEL.YOLOV7.NORM {yolo.NORM!r} is not a BatchNorm kind: choose "
+                        f"{', '.join(NORMS)} ('SyncBN' needs CUDA; 'naiveSyncBN' works on any "
+                        "device).")
     if yolo.WIDTH_MULTIPLE <= 0:
         problems.append(f"MODEL.YOLOV7.WIDTH_MULTIPLE is {yolo.WIDTH_MULTIPLE}: it scales every "
                         "channel width and must be positive (1.0: the official widths).")

@@ -15,6 +15,7 @@ from .arch import get_arch
 from .box_coder import decode_predictions
 from .box_ops import cxcywh_to_xyxy
 from .head import YOLOv7Head
+from .layers.conv import convert_batch_norm
 from .loss import YOLOv7Loss
 from .reparam import reparameterize
 from .test_time_flips import flip_views, flipped_predictions
@@ -56,6 +57,7 @@ class YOLOv7(DenseDetector):
         reparameterized: bool = False,
         channels_last: bool = False,
         test_flips: Sequence[str] = (),
+        norm: str = "BN",
     ):
         """
         Args:
@@ -74,6 +76,8 @@ class YOLOv7(DenseDetector):
             channels_last: keep weights and activations in NHWC memory layout; same results,
                 faster convolutions on CPU (oneDNN, about 20% per training step for tiny) and
                 on tensor-core GPUs.
+            norm: BatchNorm kind, one of :data:`~.layers.conv.NORMS` ("BN", "SyncBN",
+                "naiveSyncBN"): every BatchNorm of the model is converted to it.
             test_flips: test-time flips ("lr", "ud", "transpose"; see
                 :mod:`.test_time_flips`): inference also runs every combination of them and
                 merges the predictions of all views before NMS. () (default): one view.
@@ -107,6 +111,7 @@ class YOLOv7(DenseDetector):
         self.multi_label = multi_label
         self.flipped_views = flip_views(test_flips)[1:]  # the identity is the plain forward
         self.loss = loss
+        convert_batch_norm(self, norm)
         if reparameterized:
             reparameterize(self)
         self.channels_last = channels_last
@@ -140,6 +145,7 @@ class YOLOv7(DenseDetector):
             "reparameterized": yolo.REPARAMETERIZED,
             "channels_last": yolo.CHANNELS_LAST,
             "test_flips": tuple(cfg.TEST.YOLOV7.FLIPS),
+            "norm": yolo.NORM,
             "loss": YOLOv7Loss(cfg, num_levels=len(names), aux=aux_head is not None),
         }
 

@@ -4,7 +4,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-__all__ = ["BN_EPS", "BN_MOMENTUM", "build_activation", "ConvBNAct", "RepConv", "fuse_conv_bn"]
+__all__ = ["BN_EPS", "BN_MOMENTUM", "NORMS", "build_activation", "convert_batch_norm", "ConvBNAct",
+           "RepConv", "fuse_conv_bn"]
 
 # The official `initialize_weights` resets every BatchNorm2d to these values after building.
 BN_EPS = 1e-3
@@ -25,6 +26,35 @@ def build_activation(name: str) -> nn.Module:
 
 def _batch_norm(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+
+#: MODEL.YOLOV7.NORM values, detectron2's names: per-process BatchNorm, torch's SyncBatchNorm
+#: (CUDA; the official --sync-bn), detectron2's NaiveSyncBatchNorm (any device, gloo too).
+NORMS = ("BN", "SyncBN", "naiveSyncBN")
+
+
+def convert_batch_norm(module: nn.Module, norm: str) -> nn.Module:
+    """``module`` with every ``nn.BatchNorm2d`` replaced, in place, by the kind of
+    :data:`NORMS` named ``norm``, keeping eps, momentum, the affine weights and the running
+    statistics. The synchronized kinds normalise over the images of all processes of a
+    distributed training step (one process: plain BatchNorm)."""
+    if norm == "BN":
+        return module
+    if norm == "SyncBN":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    if norm != "naiveSyncBN":
+        raise ValueError(f"MODEL.YOLOV7.NORM {norm!r}: expected one of {NORMS}")
+    from detectron2.layers import NaiveSyncBatchNorm
+
+    for name, child in module.named_children():
+        if type(child) is nn.BatchNorm2d:
+            synced = NaiveSyncBatchNorm(child.num_features, eps=child.eps,
+                                        momentum=child.momentum).to(child.weight.device)
+            synced.load_state_dict(child.state_dict())
+            setattr(module, name, synced)
+        else:
+            convert_batch_norm(child, norm)
+    return module
 
 
 @torch.no_grad()
