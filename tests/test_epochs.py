@@ -105,3 +105,25 @@ def test_lazyconfig_none_means_from_the_epochs(logs):
     cfg.train.epochs = 0
     with pytest.raises(ValueError, match="train.warmup_iters"):
         resolve_lazy_epoch_schedule(cfg, 21)
+
+
+@pytest.mark.parametrize("name", ["yolov7", "yolov7-w6"])
+def test_multi_gpu_configs_carry_the_official_multi_gpu_recipe(name):
+    """configs/coco/multi-gpu/: 128 images per step, no accumulation, weight decay 1e-3 after
+    the nominal-batch scaling, SyncBN, and on COCO train2017 925 iterations an epoch with a
+    warm-up of max(3 epochs, 1000) = 2775 iterations (official train.py, --batch-size 128)."""
+    from yolov7_d2.engine import nominal_accumulation, nominal_weight_decay
+
+    path = ROOT / "configs" / "coco" / "multi-gpu" / f"{name}.yaml"
+    cfg = load_config(str(path))
+    solver = cfg.SOLVER
+    assert cfg.MODEL.YOLOV7.NORM == "SyncBN" and solver.IMS_PER_BATCH == 128
+    assert nominal_accumulation(128, solver.YOLOV7.NOMINAL_BATCH_SIZE) == 1
+    assert nominal_weight_decay(solver.WEIGHT_DECAY, 128,
+                                solver.YOLOV7.NOMINAL_BATCH_SIZE) == pytest.approx(1e-3)
+    resolved_cfg = resolve_epoch_schedule(cfg, 118287, keys_set_by(str(path)))
+    assert resolved_cfg.SOLVER.WARMUP_ITERS == 2775
+    assert resolved_cfg.SOLVER.MAX_ITER == 925 * 300
+    # the single-GPU config of the same scale: 64 per step, BN, warm-up 5547
+    single = load_config(str(path.parents[1] / f"{name}.yaml"))
+    assert single.MODEL.YOLOV7.NORM == "BN" and single.SOLVER.IMS_PER_BATCH == 64

@@ -238,6 +238,9 @@ def _model_problems(cfg) -> List[str]:
         problems.append(f"MODEL.YOLOV7.NORM {yolo.NORM!r} is not a BatchNorm kind: choose "
                         f"{', '.join(NORMS)} ('SyncBN' needs CUDA; 'naiveSyncBN' works on any "
                         "device).")
+    elif yolo.NORM == "SyncBN" and cfg.MODEL.DEVICE == "cpu" and comm.get_world_size() > 1:
+        problems.append("MODEL.YOLOV7.NORM 'SyncBN' (torch's SyncBatchNorm) needs CUDA: on the "
+                        "CPU use 'naiveSyncBN' (detectron2's NaiveSyncBatchNorm) or 'BN'.")
     if yolo.WIDTH_MULTIPLE <= 0:
         problems.append(f"MODEL.YOLOV7.WIDTH_MULTIPLE is {yolo.WIDTH_MULTIPLE}: it scales every "
                         "channel width and must be positive (1.0: the official widths).")
