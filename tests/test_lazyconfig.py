@@ -8,6 +8,7 @@ import torch
 
 from yolov7_d2.config import keys_set_by, load_config
 from yolov7_d2.data import YOLOv7MosaicMapper
+from yolov7_d2.data.mapper import build_yolov7_test_mapper as build_test_mapper
 from yolov7_d2.engine import YOLOv7Trainer, resolve_epoch_schedule, resolve_lazy_epoch_schedule
 
 from detectron2.config import LazyConfig, instantiate
@@ -86,9 +87,11 @@ def test_lazyconfig_builds_the_model_and_recipe_of_its_yaml(leaf):
     assert [mapper.dataset_dicts.names] == list(ycfg.DATASETS.TRAIN)
     assert mapper.dataset_dicts.filter_empty == ycfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
     assert [cfg.dataloader.test.dataset.names] == list(ycfg.DATASETS.TEST)
-    (resize,) = cfg.dataloader.test.mapper.augmentations
-    assert resize.size == ycfg.INPUT.YOLOV7.IMAGE_SIZE
-    assert cfg.dataloader.test.mapper.image_format == ycfg.INPUT.FORMAT
+    # the evaluation geometry: official letterbox, its image size, stride and batch shapes
+    test_mapper, expected_test = instantiate(cfg.dataloader.test.mapper), build_test_mapper(ycfg)
+    assert type(test_mapper) is type(expected_test)
+    keys = ("image_size", "stride", "batch_size", "image_format")
+    assert [getattr(test_mapper, k) for k in keys] == [getattr(expected_test, k) for k in keys]
     assert cfg.dataloader.evaluator.backend == ycfg.TEST.YOLOV7.EVAL_BACKEND
     assert cfg.dataloader.train.total_batch_size == ycfg.SOLVER.IMS_PER_BATCH
     assert cfg.dataloader.train.num_workers == ycfg.DATALOADER.NUM_WORKERS
@@ -127,7 +130,8 @@ def test_overrides_keep_the_lazyconfig_consistent():
          "INPUT.YOLOV7.IMAGE_SIZE", "320"],
     )
     assert_same_model(instantiate(cfg.model), build_model(ycfg))
-    assert cfg.dataloader.test.mapper.augmentations[0].size == 320
+    test_mapper = instantiate(cfg.dataloader.test.mapper)
+    assert (test_mapper.image_size, test_mapper.stride) == (320, 64)
 
 
 def load_tool():

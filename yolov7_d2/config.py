@@ -152,6 +152,12 @@ def add_yolov7_config(cfg: CN) -> None:
     cfg.TEST.YOLOV7 = CN()
     # COCO metric implementation: "pycocotools" or "faster_coco_eval" (same numbers, faster).
     cfg.TEST.YOLOV7.EVAL_BACKEND = "pycocotools"
+    # Official test.py geometry: each image centred in the letterbox shape of its official
+    # aspect-ratio batch (RECT_BATCH_SIZE images, half a stride of grey around), area
+    # interpolation when shrinking. False: long side resized (bilinear), padded bottom / right
+    # to the stride only.
+    cfg.TEST.YOLOV7.LETTERBOX = True
+    cfg.TEST.YOLOV7.RECT_BATCH_SIZE = 32
     # Test-time flips, any of "lr", "ud", "transpose": inference also runs every combination
     # (up to 8 views, as many times the inference cost) and merges them before NMS, as the
     # official augmented inference merges its views. (): none (official test.py default).

@@ -215,7 +215,7 @@ def merge_config(cfg: CfgNode, config_file: str = "", opts: Sequence = ()) -> No
 
 
 # ---------------------------------------------------------------------------- values
-def _largest_stride(cfg) -> Optional[int]:
+def largest_stride(cfg) -> Optional[int]:
     """The stride of the model's coarsest level, from the names of its inputs to the neck
     (log2 of the stride: "c5" / "res5" 32, "c6" 64); None when they do not say."""
     yolo = cfg.MODEL.YOLOV7
@@ -249,7 +249,7 @@ def _model_problems(cfg) -> List[str]:
 
 def _size_problems(cfg) -> List[str]:
     size, problems = cfg.INPUT.YOLOV7.IMAGE_SIZE, []
-    stride = _largest_stride(cfg) if cfg.MODEL.YOLOV7.ARCH in ARCHS else None
+    stride = largest_stride(cfg) if cfg.MODEL.YOLOV7.ARCH in ARCHS else None
     if size < 1:
         problems.append(f"INPUT.YOLOV7.IMAGE_SIZE is {size}: set the training and evaluation "
                         "image size in pixels, e.g. 640.")

@@ -7,4 +7,5 @@ from ..common.train import train
 
 model = yolov7_model("yolov7-w6")
 dataloader.train.mapper.image_size = 1280
+dataloader.test.mapper.stride = 64
 lr_multiplier.final_ratio = 0.2  # hyp.scratch.p6.yaml lrf

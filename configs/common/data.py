@@ -9,8 +9,8 @@ output directory; unreadable images and bad boxes left out with warnings).
 """
 from omegaconf import OmegaConf
 
-from yolov7_d2.data import YOLOv7MosaicMapper, YOLOv7TestMapper, build_yolov7_test_loader
-from yolov7_d2.data.mapper import BoxFilter, FlipProbs, MixProbs, PerspectiveRange, ResizeLongSide
+from yolov7_d2.data import YOLOv7LetterboxTestMapper, YOLOv7MosaicMapper, build_yolov7_test_loader
+from yolov7_d2.data.mapper import BoxFilter, FlipProbs, MixProbs, PerspectiveRange
 from yolov7_d2.data.validate import load_dataset_dicts
 from yolov7_d2.evaluation import YOLOv7COCOEvaluator
 from yolov7_d2.lazy import yolov7_train_loader
@@ -52,8 +52,9 @@ dataloader.train = L(yolov7_train_loader)(
     num_workers=4,
 )
 
-# Long side resized to the training size, aspect kept; the model pads with grey 114.
-# An image that cannot be read at evaluation time is skipped with a warning.
+# The official test.py geometry: long side resized to the training size, each image centred
+# in the shape of its official aspect-ratio batch (32 images, half a stride of grey 114
+# around; stride 64 for P6). An image that cannot be read is skipped with a warning.
 dataloader.test = L(build_yolov7_test_loader)(
     dataset=L(load_dataset_dicts)(
         names="coco_2017_val",
@@ -62,12 +63,11 @@ dataloader.test = L(build_yolov7_test_loader)(
         cache_file="${dataloader.train.mapper.dataset_dicts.cache_file}",
         key="dataloader.test.dataset.names",
     ),
-    mapper=L(YOLOv7TestMapper)(
-        is_train=False,
-        augmentations=[
-            L(ResizeLongSide)(size="${dataloader.train.mapper.image_size}"),
-        ],
+    mapper=L(YOLOv7LetterboxTestMapper)(
+        image_size="${dataloader.train.mapper.image_size}",
+        stride=32,
         image_format="${dataloader.train.mapper.image_format}",
+        batch_size=32,
     ),
     num_workers=4,
 )

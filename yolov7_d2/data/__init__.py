@@ -11,6 +11,7 @@ from .datasets import (
 )
 from .mapper import (
     ImageLoadError,
+    YOLOv7LetterboxTestMapper,
     YOLOv7MosaicMapper,
     YOLOv7TestMapper,
     build_yolov7_test_loader,
@@ -24,6 +25,7 @@ __all__ = [
     "build_yolov7_train_loader",
     "YOLOv7TrainLoader",
     "build_yolov7_test_mapper",
+    "YOLOv7LetterboxTestMapper",
     "YOLOv7TestMapper",
     "build_yolov7_test_loader",
     "ImageLoadError",

@@ -40,6 +40,8 @@ from detectron2.utils import comm
 
 from . import augment as A
 from .augment import BoxFilter, PerspectiveRange, Targets
+from .datasets.common import image_size
+from .eval_letterbox import letterbox_centered, rect_batch_shapes, resize_long_side_official
 from .image_io import ImageLoadError, read_image
 from .stream import YOLOv7TrainLoader
 from .validate import dataset_dicts_from_config
@@ -51,6 +53,7 @@ __all__ = [
     "PerspectiveRange",
     "BoxFilter",
     "build_yolov7_train_loader",
+    "YOLOv7LetterboxTestMapper",
     "build_yolov7_test_mapper",
     "build_yolov7_test_loader",
     "YOLOv7TestMapper",
@@ -517,11 +520,55 @@ class YOLOv7TestMapper(DatasetMapper):
         except (ImageLoadError, utils.SizeMismatchError) as e:
             return {"file_name": dataset_dict["file_name"],
                     "image_id": dataset_dict.get("image_id"), UNREADABLE: str(e)}
+        image = self._transform(image, dataset_dict)
+        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        return dataset_dict
+
+    def _transform(self, image: np.ndarray, dataset_dict: dict) -> np.ndarray:
+        """The image the model sees (the augmentations applied)."""
         aug_input = T.AugInput(image)
         self.augmentations(aug_input)
-        dataset_dict["image"] = torch.as_tensor(
-            np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
-        return dataset_dict
+        return aug_input.image
+
+    def with_shapes(self, dataset: Sequence[dict]) -> Sequence[dict]:
+        """The dataset dicts this mapper needs (here: as they are)."""
+        return dataset
+
+
+class YOLOv7LetterboxTestMapper(YOLOv7TestMapper):
+    """The official evaluation geometry (:mod:`.eval_letterbox`): the long side resized to
+    ``image_size`` (area interpolation when shrinking, as official ``load_image``), centred
+    on the grey canvas of the dict's "letterbox_shape", which :meth:`with_shapes` sets to the
+    shape of the official aspect-ratio batch (``test.py``: 32 images, half a stride of
+    padding). Adds "letterbox": (left, top, resized height, resized width), with which the
+    model maps its predictions back to the image."""
+
+    def __init__(self, *, image_size: int, stride: int, image_format: str = "RGB",
+                 batch_size: int = 32):
+        super().__init__(False, augmentations=[], image_format=image_format)
+        self.image_size, self.stride, self.batch_size = image_size, stride, batch_size
+
+    def with_shapes(self, dataset: Sequence[dict]) -> List[dict]:
+        """Copies of the dicts with "letterbox_shape" (height, width), from their "height" and
+        "width" (read from the file header where a dict has none)."""
+        dicts = [dict(d) for d in dataset]
+        for d in dicts:
+            if "height" not in d or "width" not in d:
+                d["width"], d["height"] = image_size(d["file_name"])
+        shapes = rect_batch_shapes([(d["height"], d["width"]) for d in dicts], self.image_size,
+                                   self.stride, self.batch_size)
+        for d, shape in zip(dicts, shapes):
+            d["letterbox_shape"] = shape
+        return dicts
+
+    def _transform(self, image: np.ndarray, dataset_dict: dict) -> np.ndarray:
+        resized = resize_long_side_official(image, self.image_size)
+        shape = dataset_dict.get("letterbox_shape")
+        if shape is None:  # a dict not prepared by with_shapes: its own batch of one
+            shape = rect_batch_shapes([resized.shape[:2]], self.image_size, self.stride)[0]
+        canvas, (left, top) = letterbox_centered(resized, shape)
+        dataset_dict["letterbox"] = (left, top, *resized.shape[:2])
+        return canvas
 
 
 class SkipUnreadable:
@@ -554,7 +601,7 @@ def build_yolov7_test_loader(dataset: Sequence[dict], *, mapper: YOLOv7TestMappe
                              num_workers: int = 0) -> SkipUnreadable:
     """detectron2's ``build_detection_test_loader`` (batch 1, each process its share) whose
     images that cannot be read are skipped with a warning instead of ending the evaluation."""
-    return SkipUnreadable(build_detection_test_loader(dataset, mapper=mapper,
+    return SkipUnreadable(build_detection_test_loader(mapper.with_shapes(dataset), mapper=mapper,
                                                       num_workers=num_workers))
 
 
@@ -585,16 +632,18 @@ def at_least_one_pixel(transform: T.Transform) -> T.Transform:
 
 
 def build_yolov7_test_mapper(cfg) -> YOLOv7TestMapper:
-    """Evaluation mapper: long side resized to ``cfg.INPUT.YOLOV7.IMAGE_SIZE`` (up or down,
-    aspect kept, bilinear), no padding here: the model pads the batch bottom / right to a
-    multiple of its stride with grey :data:`~.augment.PAD_VALUE`. That is the official
-    ``test.py`` preprocessing (``load_image``: long side = size; ``letterbox``: padding to a
-    stride multiple), except that the official rectangular batches add up to half a stride of
-    extra padding. Outputs keep the original "height"/"width" so predictions are
-    rescaled to the original image by the model's postprocessing.
-    """
+    """Evaluation mapper of ``cfg``. ``TEST.YOLOV7.LETTERBOX`` (default): the official
+    ``test.py`` geometry, :class:`YOLOv7LetterboxTestMapper` (images centred in the shapes of
+    official aspect-ratio batches of ``TEST.YOLOV7.RECT_BATCH_SIZE``, half a stride of grey
+    around them). Otherwise: long side resized to ``INPUT.YOLOV7.IMAGE_SIZE`` (bilinear) and
+    no padding here: the model pads bottom / right to a multiple of its stride with grey
+    :data:`~.augment.PAD_VALUE`. Either way the outputs keep the original "height"/"width",
+    to which the model's postprocessing maps the predictions."""
+    from ..config_checks import largest_stride
+
     size = cfg.INPUT.YOLOV7.IMAGE_SIZE
-    return YOLOv7TestMapper(
-        augmentations=[ResizeLongSide(size)],
-        image_format=cfg.INPUT.FORMAT,
-    )
+    if cfg.TEST.YOLOV7.LETTERBOX:
+        return YOLOv7LetterboxTestMapper(
+            image_size=size, stride=max(largest_stride(cfg) or 32, 32),
+            image_format=cfg.INPUT.FORMAT, batch_size=cfg.TEST.YOLOV7.RECT_BATCH_SIZE)
+    return YOLOv7TestMapper(augmentations=[ResizeLongSide(size)], image_format=cfg.INPUT.FORMAT)

@@ -11,6 +11,7 @@ from detectron2.modeling.meta_arch.dense_detector import DenseDetector
 from detectron2.structures import Boxes, ImageList, Instances
 
 from ..data.augment import PAD_VALUE
+from ..data.eval_letterbox import boxes_to_resized_image
 from .arch import get_arch
 from .box_coder import decode_predictions
 from .box_ops import cxcywh_to_xyxy
@@ -159,6 +160,8 @@ class YOLOv7(DenseDetector):
                   for x in batched_inputs]
         pad = float(((PAD_VALUE - self.pixel_mean) / self.pixel_std).flatten()[0])
         images = ImageList.from_tensors(images, self.backbone.size_divisibility, pad_value=pad)
+        # Evaluation in the official geometry: where each image sits on its canvas.
+        images.letterboxes = [x.get("letterbox") for x in batched_inputs]
         if self.channels_last:
             images.tensor = images.tensor.contiguous(memory_format=torch.channels_last)
         return images
@@ -203,8 +206,10 @@ class YOLOv7(DenseDetector):
             flipped = flipped_predictions(self._decoded_forward, images.tensor,
                                           self.flipped_views)
             decoded = torch.cat([decoded, flipped], dim=1)
-        return [self._inference_single_image(d, size)
-                for d, size in zip(decoded, images.image_sizes)]
+        results = [self._inference_single_image(d, size)
+                   for d, size in zip(decoded, images.image_sizes)]
+        return [r if box is None else _on_resized_image(r, box)
+                for r, box in zip(results, getattr(images, "letterboxes", [None] * len(results)))]
 
     def _decoded_forward(self, images: Tensor) -> Tensor:
         """(N, R, 5 + K) decoded lead-head rows of a batch tensor."""
@@ -217,6 +222,17 @@ class YOLOv7(DenseDetector):
             nms_thresh=self.nms_thresh, max_detections=self.max_detections,
             max_nms_candidates=self.max_nms_candidates, multi_label=self.multi_label,
         )
+
+
+def _on_resized_image(instances: Instances, letterbox) -> Instances:
+    """Instances on a letterbox canvas -> on the resized image it holds (``letterbox``: left,
+    top, height, width), which detector_postprocess then scales to the original image."""
+    left, top, height, width = letterbox
+    result = Instances((height, width))
+    result.pred_boxes = Boxes(boxes_to_resized_image(instances.pred_boxes.tensor, (left, top),
+                                                     (height, width)))
+    result.scores, result.pred_classes = instances.scores, instances.pred_classes
+    return result
 
 
 def postprocess_single_image(decoded: Tensor, image_size, *, num_classes: int,
