@@ -17,6 +17,7 @@ from yolov7_d2.data import (
     build_yolov7_train_loader,
 )
 from yolov7_d2.data import augment as A
+from yolov7_d2.data.eval_letterbox import rect_batch_shapes
 from yolov7_d2.data.mapper import FlipProbs
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -357,13 +358,22 @@ def test_config_errors_and_eval_paths(tmp_path):
     out = m(dicts[1])
     image, boxes, _ = check_output(out)
     np.testing.assert_array_equal(image[0:10], 114)
-    # the evaluation mapper: long side = IMAGE_SIZE, original size kept for rescaling
-    test_mapper = build_yolov7_test_mapper(make_cfg())
+    # the evaluation mapper without the letterbox: long side = IMAGE_SIZE, original size kept
+    # for rescaling
+    test_mapper = build_yolov7_test_mapper(make_cfg("TEST.YOLOV7.LETTERBOX", "False"))
     out = test_mapper(dict(dicts[1]))
     assert tuple(out["image"].shape) == (3, round(400 * SIZE / 600), SIZE)
     assert (out["height"], out["width"]) == (400, 600)
     out = test_mapper(dict(dicts[2]))  # chelsea 300 x 451
     assert max(out["image"].shape[1:]) == SIZE
+    # the default, official letterbox: the long side resized, centred in its batch's shape
+    letterboxed = build_yolov7_test_mapper(make_cfg())
+    out = letterboxed(dict(dicts[1]))
+    left, top, h, w = out["letterbox"]
+    # official load_image floors the resized side (170.7 -> 170)
+    assert (h, w) == (int(400 * SIZE / 600), SIZE) and (out["height"], out["width"]) == (400, 600)
+    assert tuple(out["image"].shape[1:]) == rect_batch_shapes([(400, 600)], SIZE, 32)[0]
+    assert left == (out["image"].shape[2] - w) // 2 and top == (out["image"].shape[1] - h) // 2
 
 
 def test_build_train_loader_shares_the_dicts(tmp_path):

@@ -226,7 +226,7 @@ def test_fit_centered_and_eval_resize_invert_to_the_boxes(hw, size, rel):
 
 @functools.lru_cache(maxsize=None)
 def _eval_resize(size: int):
-    cfg = load_config(opts=["INPUT.YOLOV7.IMAGE_SIZE", str(size)])
+    cfg = load_config(opts=["INPUT.YOLOV7.IMAGE_SIZE", str(size), "TEST.YOLOV7.LETTERBOX", "False"])
     (resize,) = build_yolov7_test_mapper(cfg).augmentations.augs
     return resize
 
