@@ -15,21 +15,9 @@ from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, Instances
 
 from photos import photo
+from scripts import load_script
 
 official_datasets = pytest.importorskip("sas_yolov7.utils.datasets")
-
-
-class _ZipWithProgressText:
-    """sas-yolov7's cache_labels sets ``desc`` on the zip it iterates (a removed tqdm bar)."""
-
-    def __init__(self, *iterables):
-        self._zip, self.desc = zip(*iterables), ""
-
-    def __iter__(self):
-        return iter(self._zip)
-
-    def close(self):
-        pass
 
 
 @pytest.fixture
@@ -51,7 +39,9 @@ def photo_files(tmp_path):
 @pytest.mark.parametrize("image_size", [640, 320])
 def test_letterboxed_images_equal_the_official_ones(photo_files, monkeypatch, image_size):
     root, paths = photo_files
-    monkeypatch.setattr(official_datasets, "zip", _ZipWithProgressText, raising=False)
+    # sas-yolov7's cache_labels sets a progress text on the zip it iterates (tqdm removed)
+    zip_with_text = load_script("tools/benchmark.py").ZipWithProgressText
+    monkeypatch.setattr(official_datasets, "zip", zip_with_text, raising=False)
     official = official_datasets.LoadImagesAndLabels(
         str(root / "images"), image_size, batch_size=2, augment=False, rect=True, stride=32,
         pad=0.5)

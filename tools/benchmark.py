@@ -80,11 +80,11 @@ def official_modules(location: str):
     if prefix:
         # sas-yolov7 took tqdm out of LoadImagesAndLabels.cache_labels but still sets the
         # progress bar's text on the plain zip it iterates: give it a zip that takes one.
-        modules["datasets"].zip = _ZipWithProgressText
+        modules["datasets"].zip = ZipWithProgressText
     return SimpleNamespace(**modules, cfg=base / "cfg" / "training", hyp=base / "data")
 
 
-class _ZipWithProgressText:
+class ZipWithProgressText:
     """``zip`` with the ``desc`` attribute and ``close()`` of a tqdm progress bar."""
 
     def __init__(self, *iterables):
