@@ -33,7 +33,6 @@ import argparse
 import datetime
 import importlib
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -51,6 +50,7 @@ import yolov7_d2  # noqa: E402,F401  (compat shims, registrations)
 from yolov7_d2.config import load_config  # noqa: E402
 from yolov7_d2.convert import official_to_yolov7, read_official_checkpoint  # noqa: E402
 from yolov7_d2.modeling import reparameterize  # noqa: E402
+from yolov7_d2.utils.cpu import cpu_model_and_flags  # noqa: E402
 
 from detectron2.modeling import build_model  # noqa: E402
 from detectron2.structures import Boxes, Instances  # noqa: E402
@@ -98,19 +98,11 @@ class ZipWithProgressText:
 
 
 def machine_header(threads: int) -> str:
-    flags = ""
-    if os.path.exists("/proc/cpuinfo"):
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("flags"):
-                flags = " ".join(f for f in line.split(":", 1)[1].split()
-                                 if f.startswith(("avx", "amx", "fma")))
-                break
-    model = platform.processor()
-    if os.path.exists("/proc/cpuinfo"):
-        model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                      if line.startswith("model name")), model)
     import detectron2
-    return (f"{datetime.date.today()}, {model}, {os.cpu_count()} cores, CPU flags: {flags}; "
+
+    model, flags = cpu_model_and_flags()
+    return (f"{datetime.date.today()}, {model}, {os.cpu_count()} cores, CPU flags: "
+            f"{' '.join(flags)}; "
             f"torch {torch.__version__}, detectron2 {detectron2.__version__}, "
             f"{threads} torch thread(s)")
 

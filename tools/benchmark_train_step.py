@@ -15,7 +15,6 @@ Example (the tree recipes: precision, layout, input size, workers):
         --variant "fp32 320" SOLVER.AMP.ENABLED False INPUT.YOLOV7.IMAGE_SIZE 320
 """
 import argparse
-import platform
 import statistics
 import tempfile
 import time
@@ -26,20 +25,10 @@ import yolov7_d2  # noqa: F401  (detectron2 compat shims, registrations)
 from yolov7_d2.config import load_config
 from yolov7_d2.engine import YOLOv7Trainer, prepare_bundled_datasets, setup_yolov7_run
 from yolov7_d2.engine.amp import cpu_has_native_bf16
+from yolov7_d2.utils.cpu import cpu_model_and_flags
 
 from detectron2.utils.events import EventStorage
 from detectron2.utils.logger import setup_logger
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def time_variant(config_file, opts, threads, warmup, iters):
@@ -84,7 +73,7 @@ def main(argv=None):
         setup_yolov7_run(log_dir)  # registers the built-in datasets
     rows = [(name, *time_variant(args.config_file, opts, args.threads, args.warmup, args.iters))
             for name, *opts in args.variant]
-    print(f"\n{cpu_name()}, native bfloat16: {cpu_has_native_bf16()}, torch threads "
+    print(f"\n{cpu_model_and_flags()[0]}, native bfloat16: {cpu_has_native_bf16()}, torch threads "
           f"{args.threads}, {args.iters} timed iterations after {args.warmup}\n")
     first = rows[0][1]
     print(f"| variant | s/iter | data s/iter | vs {rows[0][0]} |\n|---|---|---|---|")
