@@ -214,21 +214,31 @@ def random_boxes(num, generator):
     return torch.cat([xy, xy + wh], 1)
 
 
+def official_compute_loss(off, model, hyp_file: str):
+    """The official ``ComputeLossOTA`` of ``model`` with the hyper-parameters of ``hyp_file``
+    (what official train.py sets on the model before building it)."""
+    import yaml
+
+    with open(off.hyp / hyp_file) as f:
+        model.hyp = yaml.safe_load(f)
+    model.gr = 1.0
+    return off.loss.ComputeLossOTA(model)
+
+
+def official_targets(boxes, classes) -> torch.Tensor:
+    """(M, 6) rows [image, class, cx, cy, w, h], normalised by SIZE, as the official data
+    loader gives them, from per-image xyxy pixel boxes and classes."""
+    return torch.cat([torch.cat([torch.full((len(b), 1), float(i)), c[:, None].float(),
+                                 (b[:, :2] + b[:, 2:]) / 2 / SIZE, (b[:, 2:] - b[:, :2]) / SIZE], 1)
+                      for i, (b, c) in enumerate(zip(boxes, classes))])
+
+
 def loss_rows(off, repeats):
-    from yolov7_d2.modeling.loss import YOLOv7Loss
-
-    cfg = load_config(str(ROOT / "configs" / "coco" / "yolov7.yaml"), ["MODEL.DEVICE", "cpu"])
-    ours_loss = YOLOv7Loss(cfg, num_levels=3, aux=False)
-    pair = Pair(off, "yolov7") if off is not None else None
-    model = pair.ours if pair else build_model(cfg)
-    anchors, strides = model.anchors, model.strides
+    pair = Pair(off, "yolov7")
+    ours_loss, anchors, strides = pair.ours.loss, pair.ours.anchors, pair.ours.strides
     official_loss = None
-    if off is not None:
-        import yaml
-
-        pair.official.hyp = yaml.safe_load(open(off.hyp / "hyp.scratch.p5.yaml"))
-        pair.official.gr = 1.0
-        official_loss = off.loss.ComputeLossOTA(pair.official)
+    if pair.official is not None:
+        official_loss = official_compute_loss(off, pair.official, "hyp.scratch.p5.yaml")
     rows = []
     for num in (10, 30, 100, 300):
         g = torch.Generator().manual_seed(num)
@@ -244,10 +254,7 @@ def loss_rows(off, repeats):
 
         official = None
         if official_loss is not None:
-            targets = torch.cat([torch.cat([torch.full((num, 1), float(i)), c[:, None].float(),
-                                            (b[:, :2] + b[:, 2:]) / 2 / SIZE,
-                                            (b[:, 2:] - b[:, :2]) / SIZE], 1)
-                                 for i, (b, c) in enumerate(zip(boxes, classes))])
+            targets = official_targets(boxes, classes)
 
             def official():
                 p = [m.clone().requires_grad_() for m in maps]
@@ -260,8 +267,6 @@ def loss_rows(off, repeats):
 
 
 def train_rows(off, repeats):
-    import yaml
-
     pair = Pair(off, "yolov7-tiny", "MODEL.YOLOV7.CHANNELS_LAST", "False")
     g = torch.Generator().manual_seed(0)
     images = torch.randint(256, (8, 3, SIZE, SIZE), generator=g, dtype=torch.uint8)
@@ -275,15 +280,10 @@ def train_rows(off, repeats):
     official = None
     if pair.official is not None:
         model = pair.official.train()
-        model.hyp = yaml.safe_load(open(off.hyp / "hyp.scratch.tiny.yaml"))
-        model.gr = 1.0
-        compute_loss = off.loss.ComputeLossOTA(model)
+        compute_loss = official_compute_loss(off, model, "hyp.scratch.tiny.yaml")
         sgd = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, nesterov=True)
         x = images.float() / 255.0
-        targets = torch.cat([torch.cat([torch.full((len(b), 1), float(i)), c[:, None].float(),
-                                        (b[:, :2] + b[:, 2:]) / 2 / SIZE,
-                                        (b[:, 2:] - b[:, :2]) / SIZE], 1)
-                             for i, (b, c) in enumerate(zip(boxes, classes))])
+        targets = official_targets(boxes, classes)
 
         def official():
             loss, _ = compute_loss(model(x), targets, x)
@@ -352,7 +352,8 @@ def data_rows(off, repeats, samples: int = 40):
         mapper = YOLOv7MosaicMapper(cfg, is_train=True, dataset_dicts=dicts)
         official = None
         if off is not None:
-            hyp = yaml.safe_load(open(off.hyp / "hyp.scratch.tiny.yaml"))
+            with open(off.hyp / "hyp.scratch.tiny.yaml") as f:
+                hyp = yaml.safe_load(f)
             dataset = off.datasets.LoadImagesAndLabels(str(data / "images"), SIZE, 8,
                                                        augment=True, hyp=hyp, stride=32)
 
