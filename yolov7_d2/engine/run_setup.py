@@ -43,8 +43,12 @@ def prepare_bundled_datasets(names: Iterable[str]) -> None:
             the command to run.
         RuntimeError: the tool failed (its error is printed above).
     """
-    for name in dict.fromkeys(names):
-        bundled = MetadataCatalog.get(name).get("bundled") if name in DatasetCatalog else None
+    # The splits of one bundled dataset share it (and its checksum pass): once each.
+    first_name = {}  # BundledDataset -> the first of names that loads it
+    for name in names:
+        if name in DatasetCatalog:
+            first_name.setdefault(MetadataCatalog.get(name).get("bundled"), name)
+    for bundled, name in first_name.items():
         if bundled is None or bundled.is_prepared():
             continue
         checkout = checkout_dir()
