@@ -47,7 +47,9 @@ def rect_batch_shapes(sizes_hw: Sequence[Tuple[int, int]], image_size: int, stri
 
 def resize_long_side_official(image: np.ndarray, image_size: int) -> np.ndarray:
     """The long side to ``image_size`` as official ``load_image`` at evaluation: area
-    interpolation when shrinking, bilinear when enlarging, untouched at the size."""
+    interpolation when shrinking, bilinear when enlarging, untouched at the size. The sides
+    are floored (``int(w * r)``) as there, so the pixels equal test.py's; the training
+    :func:`~.augment.resize_long_side` rounds instead and keeps the long side exact."""
     h, w = image.shape[:2]
     r = image_size / max(h, w)
     if r == 1:
