@@ -1,5 +1,9 @@
 """tools/benchmark.py prints its table with the official column (sas-yolov7) and the ratios.
 Small inputs: this checks the harness, not speed (speed is never asserted in tests)."""
+import mmap
+import time
+
+import numpy as np
 import pytest
 
 from scripts import load_script
@@ -21,11 +25,82 @@ def test_forward_rows_with_the_official_column(capsys):
         assert float(ratio) > 0
 
 
-def test_without_the_official_code_only_our_column(capsys):
+def test_without_the_official_code_only_our_column(capsys, monkeypatch):
     tool = load_script("tools/benchmark.py")
+    monkeypatch.setattr(tool, "LOSS_DENSITIES", ((10, 8), (30, 8), (1000, 2)))
     assert tool.main(["--official", "none", "--rows", "loss", "--repeats", "1",
                       "--threads", "1", "--size", "64"]) == 0
     out = capsys.readouterr().out
     assert "not found (ours only)" in out
     rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| assign")]
-    assert len(rows) == 4 and all(r[1].strip() == "" and r[3].strip() == "" for r in rows)
+    assert [r[0].strip() for r in rows] == [
+        "assignment + loss + backward, yolov7 b8 64, 10 GT per image",
+        "assignment + loss + backward, yolov7 b8 64, 30 GT per image",
+        "assignment + loss + backward, yolov7 b2 64, 1000 GT per image"]
+    assert all(r[1].strip() == "" and r[3].strip() == "" for r in rows)
+    memory = [line.split("|")[1:-1] for line in out.splitlines() if "peak memory" in line]
+    assert len(memory) == 1 and memory[0][2].strip().endswith("MB")
+
+
+def test_table_row_units():
+    tool = load_script("tools/benchmark.py")
+    assert tool.table_row("w", 0.2, 0.1, "s") == "| w | 200 ms | 100 ms | 0.50 |"
+    assert (tool.table_row("w", 10.0, 15.0, "rate")
+            == "| w | 10.0/s | 15.0/s | 1.50x the throughput |")
+    assert tool.table_row("w", None, 1500.0, "MB") == "| w |  | 1,500 MB |  |"
+
+
+def test_peak_memory_sees_an_allocation():
+    tool = load_script("tools/benchmark.py")
+    if tool.PeakMemory.resident_mb() is None:
+        pytest.skip("no /proc/self/statm here")
+    with tool.PeakMemory() as memory:
+        # 50 MB of fresh pages (an anonymous map: a heap allocation may reuse resident
+        # pages), touched, held for 10 samples.
+        block = mmap.mmap(-1, 50 * 2**20)
+        block.write(b"x" * len(block))
+        time.sleep(0.05)
+        block.close()
+    assert 40 < memory.peak_mb < 500
+
+
+@pytest.mark.usefixtures("deepforest_prepared")
+def test_polygon_copy_of_the_trees_has_the_boxes_of_the_box_copy(tmp_path):
+    """The data row's polygon labels: 16-point ellipses whose enclosing boxes are the tree
+    boxes, read as polygons by our YOLO reader and by the official loader alike."""
+    from yolov7_d2.data.datasets import register_yolo_dataset
+
+    from detectron2.data import DatasetCatalog
+
+    tool = load_script("tools/benchmark.py")
+    loaded = {}
+    for kind in ("box", "polygon"):
+        data = tool.yolo_copy_of_trees(tmp_path / kind, polygons=kind == "polygon")
+        name = register_yolo_dataset(data / "data.yaml", name_prefix=f"test_bench_{kind}")["train"]
+        loaded[kind] = DatasetCatalog.get(name)
+    assert len(loaded["box"]) == len(loaded["polygon"]) == 21
+    for box_dict, polygon_dict in zip(loaded["box"], loaded["polygon"]):
+        assert all("segmentation" not in a for a in box_dict["annotations"])
+        assert all(len(a["segmentation"][0]) == 32 for a in polygon_dict["annotations"])
+        np.testing.assert_allclose([a["bbox"] for a in polygon_dict["annotations"]],
+                                   [a["bbox"] for a in box_dict["annotations"]], atol=1e-2)
+    off = tool.official_modules("auto")
+    dataset = off.datasets.LoadImagesAndLabels(str(tmp_path / "polygon" / "images"), 64, 1)
+    assert sum(len(s) for s in dataset.segments) == sum(
+        len(d["annotations"]) for d in loaded["polygon"])
+
+
+def test_onnx_rows_without_the_official_code(capsys):
+    pytest.importorskip("onnxruntime")
+    tool = load_script("tools/benchmark.py")
+    assert tool.main(["--official", "none", "--rows", "onnx", "--repeats", "1",
+                      "--threads", "1", "--size", "64"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if "onnxruntime" in line]
+    assert [r[0].strip() for r in rows] == [
+        "forward through onnxruntime (raw heads), 64, yolov7-tiny b1",
+        "end to end through onnxruntime, one 640x480 photo, yolov7-tiny",
+        "forward through onnxruntime (raw heads), 64, yolov7 b1",
+        "end to end through onnxruntime, one 640x480 photo, yolov7",
+        "forward through onnxruntime (raw heads), 64, yolov7-tiny b8"]
+    assert all(r[2].strip().endswith("ms") and r[1].strip() == "" for r in rows)

@@ -8,7 +8,7 @@ import torch
 
 from yolov7_d2.config import keys_set_by, load_config
 from yolov7_d2.data import YOLOv7MosaicMapper
-from yolov7_d2.data.mapper import build_yolov7_test_mapper as build_test_mapper
+from yolov7_d2.data.test_mapper import build_yolov7_test_mapper as build_test_mapper
 from yolov7_d2.engine import YOLOv7Trainer, resolve_epoch_schedule, resolve_lazy_epoch_schedule
 
 from detectron2.config import LazyConfig, instantiate

@@ -33,7 +33,8 @@ from log_records import Records
 NAME = "yolov7_d2_test_validate"
 TINY = Path(__file__).resolve().parents[1] / "configs" / "coco" / "yolov7-tiny.yaml"
 LOGGERS = ["yolov7_d2.data.validate", "yolov7_d2.data.datasets.yolo_format",
-           "yolov7_d2.data.datasets.bad_labels", "yolov7_d2.data.mapper"]
+           "yolov7_d2.data.datasets.bad_labels", "yolov7_d2.data.mapper",
+           "yolov7_d2.data.test_mapper"]
 
 
 @pytest.fixture

@@ -17,17 +17,24 @@ official column is left empty. Rows (``--rows``):
 * forward: fused deploy model at 640 (official ``Model.fuse()``, ours
   ``reparameterize``), yolov7-tiny b1, yolov7 b1, yolov7-tiny b8; ours also with
   ``MODEL.YOLOV7.CHANNELS_LAST``.
-* e2e: one 640x480 photo end to end at detect.py's thresholds (0.25, IoU 0.45): official
-  letterbox, forward of the fused model, ``non_max_suppression``, ``scale_coords``; ours
-  :class:`~yolov7_d2.predictor.YOLOv7Predictor` with its defaults (deploy form, NHWC).
+* e2e: 640x480 photos end to end at detect.py's thresholds (0.25, IoU 0.45), one and a
+  batch of 8: official letterbox, forward of the fused model, ``non_max_suppression``,
+  ``scale_coords``; ours :class:`~yolov7_d2.predictor.YOLOv7Predictor` with its defaults
+  (deploy form, NHWC; ``predict_batch`` for 8).
+* onnx: our raw-head ONNX export (``tools/export_onnx.py``) run by onnxruntime on the
+  forward row's inputs, and end to end on the photo through
+  :class:`~yolov7_d2.export.onnx_predictor.ONNXPredictor`; needs the ``onnx`` extra.
 * loss: assignment, loss and backward of yolov7's lead head (``ComputeLossOTA`` against
   :class:`~yolov7_d2.modeling.loss.YOLOv7Loss`), batch 8 at 640, random maps, 10 / 30 / 100 /
-  300 random boxes per image.
+  300 random boxes per image; then the dense images mosaic makes of dense datasets, batch 2
+  with 1,000 / 3,000 boxes per image (2 runs each), with the peak memory each side adds
+  (resident set, sampled every 5 ms).
 * train: one training step of yolov7-tiny, batch 8 at 640 (forward, loss, backward, SGD).
 * data: training samples per second of one process with the official tiny hyp (mosaic,
   mixup 0.05, HSV, flips, scale 0.5): ``LoadImagesAndLabels(augment=True)`` against
-  :class:`~yolov7_d2.data.YOLOv7MosaicMapper` on the same YOLO-format copy of the tree tiles
-  (box labels; polygon labels are not benchmarked here).
+  :class:`~yolov7_d2.data.YOLOv7MosaicMapper` on the same YOLO-format copy of the tree tiles,
+  with box labels and with polygon labels (a 16-point ellipse in each box; both sides then
+  warp the outlines and re-fit the boxes, and paste-in has outlines to cut).
 """
 import argparse
 import datetime
@@ -37,6 +44,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -57,8 +65,10 @@ from detectron2.structures import Boxes, Instances  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-ROWS = ("forward", "e2e", "loss", "train", "data")
+ROWS = ("forward", "e2e", "onnx", "loss", "train", "data")
 SIZE = 640
+#: (GT boxes per image, batch) of the loss rows; above 300 the dense rows (2 runs each).
+LOSS_DENSITIES = ((10, 8), (30, 8), (100, 8), (300, 8), (1000, 2), (3000, 2))
 
 
 def official_modules(location: str):
@@ -173,6 +183,24 @@ def photo_640x480() -> np.ndarray:
         return (rng.random((480, 640, 3)) * 255).astype(np.uint8)
 
 
+def official_detect(off, fused):
+    """detect.py on a list of BGR photos of one size, as one batch: letterbox, forward of the
+    fused model, ``non_max_suppression`` (0.25, IoU 0.45), ``scale_coords``."""
+    general, letterbox = off.general, off.datasets.letterbox
+
+    def detect(images):
+        batch = np.stack([letterbox(im, SIZE, stride=32)[0][:, :, ::-1].transpose(2, 0, 1)
+                          for im in images])
+        x = torch.from_numpy(np.ascontiguousarray(batch)).float() / 255.0
+        with torch.no_grad():
+            pred = fused(x)[0]
+        dets = general.non_max_suppression(pred, 0.25, 0.45)
+        for det, im in zip(dets, images):
+            det[:, :4] = general.scale_coords(x.shape[2:], det[:, :4], im.shape)
+        return dets
+    return detect
+
+
 def e2e_rows(off, repeats):
     from yolov7_d2.predictor import YOLOv7Predictor
 
@@ -187,29 +215,63 @@ def e2e_rows(off, repeats):
             cfg = pair.cfg.clone()
             cfg.MODEL.WEIGHTS = path
             predictor = YOLOv7Predictor(cfg)
-        official = None
+        detect = None
         if pair.official is not None:
             with torch.no_grad():
-                fused = pair.official.eval().fuse()
-            general, letterbox = off.general, off.datasets.letterbox
+                detect = official_detect(off, pair.official.eval().fuse())
+        for batch in (1, 8):
+            images = [image] * batch
+            t_off, t_ours = interleaved(detect and (lambda: detect(images)),
+                                        lambda: predictor.predict_batch(images), repeats)
+            rows.append((f"end to end, 640x480 photos, detect.py thresholds, {name} b{batch}",
+                         t_off, t_ours))
+    return rows
 
-            def official():
-                img = letterbox(image, SIZE, stride=32)[0][:, :, ::-1].transpose(2, 0, 1)
-                img = torch.from_numpy(np.ascontiguousarray(img)).float()[None] / 255.0
+
+def onnx_rows(off, repeats):
+    """onnxruntime on our raw export: the forward row's inputs, then the photo end to end
+    (exported at 480 x 640, the size official detect.py's letterbox gives the photo)."""
+    from yolov7_d2.export.onnx import export_onnx
+    from yolov7_d2.export.onnx_predictor import ONNXPredictor, create_session
+
+    image = photo_640x480()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, batch in (("yolov7-tiny", 1), ("yolov7", 1), ("yolov7-tiny", 8)):
+            pair = Pair(off, name, "MODEL.YOLOV7.CONF_THRESH_TEST", "0.25",
+                        "MODEL.YOLOV7.NMS_THRESH_TEST", "0.45")
+            path = os.path.join(tmp, f"{name}-b{batch}.onnx")
+            export_onnx(pair.ours.eval(), path, image_size=SIZE, batch_size=batch)
+            session = create_session(path)
+            x = torch.rand(batch, 3, SIZE, SIZE)
+            feed = {session.get_inputs()[0].name: x.numpy()}
+            official = None
+            if pair.official is not None:
                 with torch.no_grad():
-                    pred = fused(img)[0]
-                det = general.non_max_suppression(pred, 0.25, 0.45)[0]
-                det[:, :4] = general.scale_coords(img.shape[2:], det[:, :4], image.shape)
-                return det
-
-        t_off, t_ours = interleaved(official, lambda: predictor(image), repeats)
-        rows.append((f"end to end, one 640x480 photo, detect.py thresholds, {name}", t_off,
-                     t_ours))
+                    fused = pair.official.eval().fuse()
+                official = lambda: fused(x)  # noqa: E731
+            with torch.inference_mode():
+                t_off, t_ours = interleaved(official, lambda: session.run(None, feed), repeats)
+            rows.append((f"forward through onnxruntime (raw heads), {SIZE}, {name} b{batch}",
+                         t_off, t_ours))
+            if batch == 1:  # exported at the photo's size, as detect.py's letterbox makes it
+                photo_path = os.path.join(tmp, f"{name}-photo.onnx")
+                export_onnx(pair.ours.eval(), photo_path, image_size=image.shape[:2])
+                predictor = ONNXPredictor(photo_path, pair.cfg)
+                detect = None
+                if pair.official is not None:
+                    detect = official_detect(off, fused)
+                t_off, t_ours = interleaved(detect and (lambda: detect([image])),
+                                            lambda: predictor(image), repeats)
+                rows.append((f"end to end through onnxruntime, one 640x480 photo, {name}",
+                             t_off, t_ours))
     return rows
 
 
 def random_boxes(num, generator):
-    wh = torch.rand(num, 2, generator=generator) * 120 + 8
+    """(num, 4) xyxy boxes inside a SIZE x SIZE image, sides 8 to 128 px at 640 (scaled with
+    SIZE)."""
+    wh = (torch.rand(num, 2, generator=generator) * 120 + 8) * SIZE / 640
     xy = torch.rand(num, 2, generator=generator) * (SIZE - wh)
     return torch.cat([xy, xy + wh], 1)
 
@@ -233,19 +295,57 @@ def official_targets(boxes, classes) -> torch.Tensor:
                       for i, (b, c) in enumerate(zip(boxes, classes))])
 
 
+class PeakMemory:
+    """The most resident memory (MB) a block adds above its start, sampled every 5 ms from
+    /proc/self/statm (None where there is no /proc)."""
+
+    PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20 if hasattr(os, "sysconf") else 0
+
+    def __init__(self):
+        self.peak_mb = None
+
+    @staticmethod
+    def resident_mb():
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * PeakMemory.PAGE_MB
+        except OSError:
+            return None
+
+    def __enter__(self):
+        self.start = self.resident_mb()
+        self.highest, self.running = self.start, True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self):
+        while self.running and self.start is not None:
+            self.highest = max(self.highest, self.resident_mb())
+            time.sleep(0.005)
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+        if self.start is not None:
+            self.peak_mb = max(self.highest, self.resident_mb()) - self.start
+
+
 def loss_rows(off, repeats):
+    """10 to 300 boxes per image at batch 8, then 1,000 and 3,000 at batch 2 (2 runs), with
+    the peak memory of one more run of each side."""
     pair = Pair(off, "yolov7")
     ours_loss, anchors, strides = pair.ours.loss, pair.ours.anchors, pair.ours.strides
     official_loss = None
     if pair.official is not None:
         official_loss = official_compute_loss(off, pair.official, "hyp.scratch.p5.yaml")
     rows = []
-    for num in (10, 30, 100, 300):
+    for num, batch in LOSS_DENSITIES:
         g = torch.Generator().manual_seed(num)
-        maps = [torch.randn(8, 3, SIZE // s, SIZE // s, 85, generator=g) for s in strides]
-        boxes = [random_boxes(num, g) for _ in range(8)]
-        classes = [torch.randint(80, (num,), generator=g) for _ in range(8)]
-        images = torch.zeros(8, 3, SIZE, SIZE)
+        maps = [torch.randn(batch, 3, SIZE // s, SIZE // s, 85, generator=g) for s in strides]
+        boxes = [random_boxes(num, g) for _ in range(batch)]
+        classes = [torch.randint(80, (num,), generator=g) for _ in range(batch)]
+        images = torch.zeros(batch, 3, SIZE, SIZE)
 
         def ours():
             p = [m.clone().requires_grad_() for m in maps]
@@ -260,9 +360,17 @@ def loss_rows(off, repeats):
                 p = [m.clone().requires_grad_() for m in maps]
                 official_loss(p, targets, images)[0].backward()
 
-        t_off, t_ours = interleaved(official, ours, repeats)
-        rows.append((f"assignment + loss + backward, yolov7 b8 {SIZE}, {num} GT per image", t_off,
-                     t_ours))
+        dense = num > 300
+        t_off, t_ours = interleaved(official, ours, min(repeats, 2) if dense else repeats)
+        label = f"assignment + loss + backward, yolov7 b{batch} {SIZE}, {num} GT per image"
+        rows.append((label, t_off, t_ours))
+        if dense or num == 100:
+            peaks = []
+            for fn in (official, ours):
+                with PeakMemory() as memory:
+                    fn and fn()
+                peaks.append(memory.peak_mb if fn else None)
+            rows.append((f"same, peak memory added ({num} GT)", *peaks, "MB"))
     return rows
 
 
@@ -312,8 +420,9 @@ def train_rows(off, repeats):
     return rows
 
 
-def yolo_copy_of_trees(directory: Path) -> Path:
-    """The training tree tiles as a YOLO dataset (images/, labels/, data.yaml) in directory."""
+def yolo_copy_of_trees(directory: Path, polygons: bool = False) -> Path:
+    """The training tree tiles as a YOLO dataset (images/, labels/, data.yaml) in directory;
+    ``polygons``: each box as the 16-point ellipse inscribed in it (YOLO segment labels)."""
     from yolov7_d2.data import register_deepforest
     from yolov7_d2.engine import prepare_bundled_datasets
 
@@ -327,8 +436,16 @@ def yolo_copy_of_trees(directory: Path) -> Path:
         stem = Path(d["file_name"]).stem
         shutil.copy(d["file_name"], directory / "images" / Path(d["file_name"]).name)
         w, h = d["width"], d["height"]
-        lines = [f"0 {(x + bw / 2) / w:.6f} {(y + bh / 2) / h:.6f} {bw / w:.6f} {bh / h:.6f}"
-                 for x, y, bw, bh in (a["bbox"] for a in d["annotations"])]
+        angles = np.linspace(0, 2 * np.pi, 16, endpoint=False)
+        lines = []
+        for x, y, bw, bh in (a["bbox"] for a in d["annotations"]):
+            cx, cy = (x + bw / 2) / w, (y + bh / 2) / h
+            if not polygons:
+                lines.append(f"0 {cx:.6f} {cy:.6f} {bw / w:.6f} {bh / h:.6f}")
+                continue
+            xs = cx + np.cos(angles) * bw / w / 2
+            ys = cy + np.sin(angles) * bh / h / 2
+            lines.append("0 " + " ".join(f"{px:.6f} {py:.6f}" for px, py in zip(xs, ys)))
         (directory / "labels" / f"{stem}.txt").write_text("\n".join(lines) + "\n")
     (directory / "data.yaml").write_text(
         f"path: {directory}\ntrain: images\nval: images\nnames: ['tree']\n")
@@ -343,32 +460,53 @@ def data_rows(off, repeats, samples: int = 40):
 
     from detectron2.data import DatasetCatalog
 
-    with tempfile.TemporaryDirectory() as tmp:
-        data = yolo_copy_of_trees(Path(tmp) / "trees")
-        train_name = register_yolo_dataset(data / "data.yaml", name_prefix="bench")["train"]
-        dicts = DatasetCatalog.get(train_name)
-        cfg = load_config(str(ROOT / "configs" / "coco" / "yolov7-tiny.yaml"),
-                          ["MODEL.DEVICE", "cpu", "SEED", "0"])
-        mapper = YOLOv7MosaicMapper(cfg, is_train=True, dataset_dicts=dicts)
-        official = None
-        if off is not None:
-            with open(off.hyp / "hyp.scratch.tiny.yaml") as f:
-                hyp = yaml.safe_load(f)
-            dataset = off.datasets.LoadImagesAndLabels(str(data / "images"), SIZE, 8,
-                                                       augment=True, hyp=hyp, stride=32)
+    rows = []
+    for kind in ("box", "polygon"):
+        with tempfile.TemporaryDirectory() as tmp:
+            data = yolo_copy_of_trees(Path(tmp) / "trees", polygons=kind == "polygon")
+            train_name = register_yolo_dataset(data / "data.yaml",
+                                               name_prefix=f"bench_{kind}")["train"]
+            dicts = DatasetCatalog.get(train_name)
+            cfg = load_config(str(ROOT / "configs" / "coco" / "yolov7-tiny.yaml"),
+                              ["MODEL.DEVICE", "cpu", "SEED", "0"])
+            mapper = YOLOv7MosaicMapper(cfg, is_train=True, dataset_dicts=dicts)
+            official = None
+            if off is not None:
+                with open(off.hyp / "hyp.scratch.tiny.yaml") as f:
+                    hyp = yaml.safe_load(f)
+                dataset = off.datasets.LoadImagesAndLabels(str(data / "images"), SIZE, 8,
+                                                           augment=True, hyp=hyp, stride=32)
 
-            def official():
+                def official():
+                    for i in range(samples):
+                        dataset[i % len(dataset)]
+
+            def ours():
                 for i in range(samples):
-                    dataset[i % len(dataset)]
+                    mapper(dicts[i % len(dicts)])
 
-        def ours():
-            for i in range(samples):
-                mapper(dicts[i % len(dicts)])
+            t_off, t_ours = interleaved(official, ours, repeats)
+        # images per second: higher is better, so the ratio is ours / official rate
+        rows.append((f"training data pipeline, images/s, one process, official hyp tiny: "
+                     f"{kind} labels", samples / t_off if t_off else None, samples / t_ours,
+                     "rate"))
+    return rows
 
-        t_off, t_ours = interleaved(official, ours, repeats)
-    # images per second: higher is better, so the ratio is official time / ours
-    return [("training data pipeline, images/s, one process, official hyp tiny: box labels",
-             samples / t_off if t_off else None, samples / t_ours, "rate")]
+
+def table_row(label: str, official, ours, unit: str) -> str:
+    """A markdown row of seconds ("s"), images per second ("rate") or megabytes ("MB");
+    None: not measured."""
+    def text(value):
+        if value is None:
+            return ""
+        return {"s": f"{value * 1000:,.0f} ms", "rate": f"{value:.1f}/s",
+                "MB": f"{value:,.0f} MB"}[unit]
+
+    ratio = ""
+    if official and ours is not None:
+        ratio = (f"{ours / official:.2f}x the throughput" if unit == "rate"
+                 else f"{ours / official:.2f}")
+    return f"| {label} | {text(official)} | {text(ours)} | {ratio} |"
 
 
 def main(argv=None) -> int:
@@ -391,22 +529,15 @@ def main(argv=None) -> int:
     SIZE = args.size
     torch.set_num_threads(args.threads)
     off = official_modules(args.official)
-    builders = {"forward": forward_rows, "e2e": e2e_rows, "loss": loss_rows,
-                "train": train_rows, "data": data_rows}
+    builders = {"forward": forward_rows, "e2e": e2e_rows, "onnx": onnx_rows,
+                "loss": loss_rows, "train": train_rows, "data": data_rows}
     print(machine_header(args.threads))
     print("official: " + ("not found (ours only)" if off is None else str(off.cfg.parents[1])))
     print(f"medians of {args.repeats} interleaved runs\n")
     print("| work | official | ours | ratio |\n|---|---|---|---|")
     for row in args.rows:
-        for label, t_off, t_ours, *kind in builders[row](off, args.repeats):
-            if kind:  # a rate: images per second
-                ratio = f"{t_ours / t_off:.2f}x the throughput" if t_off else ""
-                off_s = f"{t_off:.1f}/s" if t_off else ""
-                print(f"| {label} | {off_s} | {t_ours:.1f}/s | {ratio} |", flush=True)
-                continue
-            ratio = f"{t_ours / t_off:.2f}" if t_off else ""
-            off_s = f"{t_off * 1000:,.0f} ms" if t_off else ""
-            print(f"| {label} | {off_s} | {t_ours * 1000:,.0f} ms | {ratio} |", flush=True)
+        for label, t_off, t_ours, *unit in builders[row](off, args.repeats):
+            print(table_row(label, t_off, t_ours, unit[0] if unit else "s"), flush=True)
     return 0
 
 

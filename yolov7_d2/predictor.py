@@ -15,7 +15,7 @@ from detectron2.modeling import build_model
 
 from .checkpoint import YOLOv7Checkpointer
 from .data.image_io import read_image
-from .data.mapper import at_least_one_pixel
+from .data.test_mapper import at_least_one_pixel
 from .export.deploy import checkpoint_is_reparameterized
 from .modeling.reparam import inference_form
 

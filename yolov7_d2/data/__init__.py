@@ -9,16 +9,15 @@ from .datasets import (
     register_voc_dataset,
     register_yolo_dataset,
 )
-from .mapper import (
-    ImageLoadError,
+from .image_io import ImageLoadError
+from .mapper import YOLOv7MosaicMapper, build_yolov7_train_loader
+from .stream import YOLOv7TrainLoader
+from .test_mapper import (
     YOLOv7LetterboxTestMapper,
-    YOLOv7MosaicMapper,
     YOLOv7TestMapper,
     build_yolov7_test_loader,
     build_yolov7_test_mapper,
-    build_yolov7_train_loader,
 )
-from .stream import YOLOv7TrainLoader
 
 __all__ = [
     "YOLOv7MosaicMapper",

@@ -14,7 +14,7 @@ from detectron2.modeling import detector_postprocess
 from detectron2.structures import Boxes, Instances
 
 from ..data.augment import PAD_VALUE
-from ..data.mapper import ResizeLongSide, at_least_one_pixel
+from ..data.test_mapper import ResizeLongSide, at_least_one_pixel
 from ..modeling.box_coder import decode_predictions
 from ..modeling.meta_arch import postprocess_single_image
 from ..predictor import class_names_metadata
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 def fit_top_left(image: np.ndarray, height: int, width: int
                  ) -> Tuple[np.ndarray, Tuple[int, int]]:
     """Resize an (h, w, 3) uint8 image to fit ``height`` x ``width`` (aspect kept; for a
-    square canvas the evaluation mapper's :class:`~yolov7_d2.data.mapper.ResizeLongSide`, as
+    square canvas the evaluation mapper's :class:`~yolov7_d2.data.test_mapper.ResizeLongSide`, as
     the predictor's ``ResizeShortestEdge``) and pad it bottom / right with grey 114. Both
     sides keep at least 1 px. Returns the (3, height, width) float32 canvas and the resized
     (h', w')."""

@@ -7,9 +7,9 @@ search followed by SimOTA (Ge et al. 2021, "YOLOX").
 
 Unlike the official ``build_targets``, which loops over images and GT boxes, everything here
 is batched: GT boxes are padded to (N, M) with a mask and every candidate lives in a fixed
-"slot" (level, neighbour, anchor, GT), so shapes depend only on N, M and the grid sizes. The
-only loop is over levels and over chunks of GT rows (to bound memory); nothing in the hot
-path reads a value back to the host.
+"slot" (level, neighbour, anchor, GT). SimOTA then runs on the slots that hold a candidate,
+compacted in slot order. The only loop is over levels and over chunks of GT rows (to bound
+memory); the hot path reads one value back to the host (the most candidates in an image).
 """
 from typing import List, NamedTuple, Sequence, Tuple
 
@@ -205,7 +205,8 @@ class YOLOv7Assigner:
         anchor_t: max ratio between GT and anchor sides for a candidate (official 4.0).
         offset: neighbour offset g of the candidate search.
         topk: IoUs summed for the dynamic k (official 10, 20 in the aux-head loss).
-        gt_chunk: GT rows per cost matrix; memory is O(N * gt_chunk * 5 * L * A * M).
+        gt_chunk: GT rows per cost matrix; memory is O(N * gt_chunk * candidates), at most
+            3 * L * A * M candidates per image (5 * L * A * M with offset 1).
     """
 
     def __init__(self, *, anchor_t: float = 4.0, offset: float = 0.5, topk: int = 10,
@@ -254,12 +255,27 @@ class YOLOv7Assigner:
             logits.append(pred[..., 4:])
             valid.append(ok), gj.append(rows), gi.append(cols)
 
+        # SimOTA costs O(M x slots): it sees only the slots that hold a candidate (at most 3 of
+        # the 5 neighbours, and only the anchors a box fits), in slot order, so that ties
+        # resolve as over all slots. One read-back for the width; the CPU pays nothing for it.
+        valid_all = torch.cat(valid, 1)  # (N, S_total)
+        width = max(int(valid_all.sum(1).max()), 1)
+        order = torch.argsort((~valid_all).to(torch.int8), dim=1, stable=True)[:, :width]
+        boxes, logits = torch.cat(boxes, 1), torch.cat(logits, 1)
         # Under CUDA OOM (dense scenes) detectron2 retries the matching on the CPU.
         positive, gt_index, dynamic_k = retry_if_cuda_oom(_simota)(
-            torch.cat(boxes, 1), torch.cat(logits, 1), torch.cat(valid, 1), gt_boxes,
-            gt_classes, gt_mask, self.topk, self.gt_chunk,
+            boxes.gather(1, order[..., None].expand(-1, -1, boxes.shape[2])),
+            logits.gather(1, order[..., None].expand(-1, -1, logits.shape[2])),
+            valid_all.gather(1, order), gt_boxes, gt_classes, gt_mask, self.topk,
+            self.gt_chunk,
         )
-        positive, gt_index = positive.to(device), gt_index.to(device)
+        # Back to slot order; the compacted columns past an image's candidates are not
+        # positive and scatter False / 0 onto slots without a candidate.
+        order = order.to(positive.device)
+        positive = torch.zeros(valid_all.shape, dtype=torch.bool, device=order.device).scatter_(
+            1, order, positive).to(device)
+        gt_index = torch.zeros(valid_all.shape, dtype=torch.long, device=order.device).scatter_(
+            1, order, gt_index).to(device)
         sizes = [v.shape[1] for v in valid]
         levels = [
             LevelAssignment(anchor_ids, rows, cols, pos, idx)
