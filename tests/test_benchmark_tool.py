@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from scripts import load_script
 
@@ -104,3 +105,22 @@ def test_onnx_rows_without_the_official_code(capsys):
         "end to end through onnxruntime, one 640x480 photo, yolov7",
         "forward through onnxruntime (raw heads), 64, yolov7-tiny b8"]
     assert all(r[2].strip().endswith("ms") and r[1].strip() == "" for r in rows)
+
+
+def test_official_matching_memory_estimate_is_quadratic_in_the_boxes():
+    """The dense loss rows skip the official matching where it would need more memory than
+    there is: its estimate grows with GT x candidates, about 9x for 3x the boxes."""
+    tool = load_script("tools/benchmark.py")
+    off = tool.official_modules("auto")
+    pair = tool.Pair(off, "yolov7-tiny")
+    official_loss = tool.official_compute_loss(off, pair.official, "hyp.scratch.tiny.yaml")
+    estimates = []
+    for num in (100, 300):
+        g = torch.Generator().manual_seed(0)
+        maps = [torch.randn(1, 3, 640 // s, 640 // s, 85, generator=g) for s in (8, 16, 32)]
+        boxes = [tool.random_boxes(num, g)]
+        targets = tool.official_targets(boxes, [torch.zeros(num, dtype=torch.long)])
+        estimates.append(tool.official_matching_gb(official_loss, maps, targets))
+    assert 0.01 < estimates[0] < estimates[1]
+    assert 6 < estimates[1] / estimates[0] < 12
+    assert tool.available_gb() > 0

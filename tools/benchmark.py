@@ -28,7 +28,8 @@ official column is left empty. Rows (``--rows``):
   :class:`~yolov7_d2.modeling.loss.YOLOv7Loss`), batch 8 at 640, random maps, 10 / 30 / 100 /
   300 random boxes per image; then the dense images mosaic makes of dense datasets, batch 2
   with 1,000 / 3,000 boxes per image (2 runs each), with the peak memory each side adds
-  (resident set, sampled every 5 ms).
+  (resident set, sampled every 5 ms). The official matching is quadratic in memory: a row
+  where it would need more than 80% of the available memory says so instead of running it.
 * train: one training step of yolov7-tiny, batch 8 at 640 (forward, loss, backward, SGD).
 * data: training samples per second of one process with the official tiny hyp (mosaic,
   mixup 0.05, HSV, flips, scale 0.5): ``LoadImagesAndLabels(augment=True)`` against
@@ -331,6 +332,29 @@ class PeakMemory:
             self.peak_mb = max(self.highest, self.resident_mb()) - self.start
 
 
+def official_matching_gb(official_loss, maps, targets, num_classes: int = 80) -> float:
+    """The memory (GB) the official ``build_targets`` needs for its costliest image: its
+    SimOTA holds about 14 float tensors of (GT, candidates, classes) at once (6.2 GB measured
+    at 300 GT per image, batch 2, 640), so it is quadratic in the GT count."""
+    indices, _ = official_loss.find_3_positive(maps, targets)
+    per_image = []
+    for i in range(maps[0].shape[0]):
+        gt = int((targets[:, 0] == i).sum())
+        candidates = sum(int((level[0] == i).sum()) for level in indices)
+        per_image.append(gt * candidates)
+    return 14 * max(per_image) * num_classes * 4 / 1e9
+
+
+def available_gb() -> float:
+    """MemAvailable of /proc/meminfo in GB (infinite where there is no /proc)."""
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) / 1e6
+    except (OSError, KeyError, ValueError):
+        return float("inf")
+
+
 def loss_rows(off, repeats):
     """10 to 300 boxes per image at batch 8, then 1,000 and 3,000 at batch 2 (2 runs), with
     the peak memory of one more run of each side."""
@@ -352,17 +376,21 @@ def loss_rows(off, repeats):
             with EventStorage():
                 sum(ours_loss(p, None, boxes, classes, anchors, strides).values()).backward()
 
-        official = None
+        official, label_note = None, ""
         if official_loss is not None:
             targets = official_targets(boxes, classes)
-
-            def official():
-                p = [m.clone().requires_grad_() for m in maps]
-                official_loss(p, targets, images)[0].backward()
+            need = official_matching_gb(official_loss, maps, targets)
+            if need > 0.8 * available_gb():  # it would be killed for memory, or swap
+                label_note = f" (official not run: it needs about {need:,.0f} GB)"
+            else:
+                def official():
+                    p = [m.clone().requires_grad_() for m in maps]
+                    official_loss(p, targets, images)[0].backward()
 
         dense = num > 300
         t_off, t_ours = interleaved(official, ours, min(repeats, 2) if dense else repeats)
-        label = f"assignment + loss + backward, yolov7 b{batch} {SIZE}, {num} GT per image"
+        label = (f"assignment + loss + backward, yolov7 b{batch} {SIZE}, {num} GT per image"
+                 f"{label_note}")
         rows.append((label, t_off, t_ours))
         if dense or num == 100:
             peaks = []
