@@ -38,8 +38,11 @@ official column is left empty. Rows (``--rows``):
   warp the outlines and re-fit the boxes, and paste-in has outlines to cut).
 """
 import argparse
+import contextlib
+import ctypes
 import datetime
 import importlib
+import io
 import os
 import shutil
 import statistics
@@ -151,6 +154,12 @@ class Pair:
             self.ours.load_state_dict(self.weights)
 
 
+def official_fused(model):
+    """The official ``Model.fuse()`` in eval mode, its progress prints kept out of the table."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return model.eval().fuse()
+
+
 def forward_rows(off, repeats):
     rows = []
     for name, batch in (("yolov7-tiny", 1), ("yolov7", 1), ("yolov7-tiny", 8)):
@@ -159,7 +168,7 @@ def forward_rows(off, repeats):
         official = None
         if pair.official is not None:
             with torch.no_grad():  # the official weights come from an EMA: no grad
-                fused = pair.official.eval().fuse()
+                fused = official_fused(pair.official)
             official = lambda: fused(x)  # noqa: E731
         ours = reparameterize(pair.ours.eval())
         with torch.inference_mode():
@@ -219,7 +228,7 @@ def e2e_rows(off, repeats):
         detect = None
         if pair.official is not None:
             with torch.no_grad():
-                detect = official_detect(off, pair.official.eval().fuse())
+                detect = official_detect(off, official_fused(pair.official))
         for batch in (1, 8):
             images = [image] * batch
             t_off, t_ours = interleaved(detect and (lambda: detect(images)),
@@ -249,7 +258,7 @@ def onnx_rows(off, repeats):
             official = None
             if pair.official is not None:
                 with torch.no_grad():
-                    fused = pair.official.eval().fuse()
+                    fused = official_fused(pair.official)
                 official = lambda: fused(x)  # noqa: E731
             with torch.inference_mode():
                 t_off, t_ours = interleaved(official, lambda: session.run(None, feed), repeats)
@@ -296,9 +305,19 @@ def official_targets(boxes, classes) -> torch.Tensor:
                       for i, (b, c) in enumerate(zip(boxes, classes))])
 
 
+def release_free_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc ``malloc_trim``; nothing
+    elsewhere), so that memory freed by earlier work is not reused unseen by :class:`PeakMemory`."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class PeakMemory:
     """The most resident memory (MB) a block adds above its start, sampled every 5 ms from
-    /proc/self/statm (None where there is no /proc)."""
+    /proc/self/statm (None where there is no /proc). The C heap's free pages are returned to
+    the system first (:func:`release_free_memory`)."""
 
     PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20 if hasattr(os, "sysconf") else 0
 
@@ -314,6 +333,7 @@ class PeakMemory:
             return None
 
     def __enter__(self):
+        release_free_memory()
         self.start = self.resident_mb()
         self.highest, self.running = self.start, True
         self.thread = threading.Thread(target=self._sample, daemon=True)
@@ -357,7 +377,7 @@ def available_gb() -> float:
 
 def loss_rows(off, repeats):
     """10 to 300 boxes per image at batch 8, then 1,000 and 3,000 at batch 2 (2 runs), with
-    the peak memory of one more run of each side."""
+    the peak memory of one more run of each side (all but 30 boxes)."""
     pair = Pair(off, "yolov7")
     ours_loss, anchors, strides = pair.ours.loss, pair.ours.anchors, pair.ours.strides
     official_loss = None
@@ -392,7 +412,7 @@ def loss_rows(off, repeats):
         label = (f"assignment + loss + backward, yolov7 b{batch} {SIZE}, {num} GT per image"
                  f"{label_note}")
         rows.append((label, t_off, t_ours))
-        if dense or num == 100:
+        if num != 30:
             peaks = []
             for fn in (official, ours):
                 with PeakMemory() as memory:
