@@ -183,6 +183,24 @@ def test_chunked_assignment_equals_unchunked(offset, topk):
         assert (slots.gt_index[1][slots.positive[1]] < mask[1].sum()).all()
 
 
+@pytest.mark.parametrize("offset, topk", [(0.5, 10), (1.0, 20)])
+def test_matching_over_the_candidates_equals_matching_over_all_slots(offset, topk,
+                                                                     monkeypatch):
+    """SimOTA sees only the slots that hold a candidate; with every slot (empty ones
+    included, as before the compaction) the assignment is the same, ties included: the
+    dense case repeats GT boxes, so many cells are candidates of several GTs at equal cost."""
+    maps, b, c, mask, anchors, strides = _dense_case()
+    b[:, 1::3], c[:, 1::3] = b[:, ::3][:, :b[:, 1::3].shape[1]], c[:, ::3][:, :c[:, 1::3].shape[1]]
+    compacted = YOLOv7Assigner(offset=offset, topk=topk)(maps, b, c, mask, anchors, strides)
+    monkeypatch.setattr(assigner_module, "_candidate_order",
+                        lambda valid: torch.arange(valid.shape[1]).expand(valid.shape[0], -1))
+    every_slot = YOLOv7Assigner(offset=offset, topk=topk)(maps, b, c, mask, anchors, strides)
+    assert torch.equal(compacted.dynamic_k, every_slot.dynamic_k)
+    assert sum(int(s.positive.sum()) for s in every_slot.levels) > 60
+    for x, y in zip(compacted.levels, every_slot.levels):
+        assert torch.equal(x.positive, y.positive) and torch.equal(x.gt_index, y.gt_index)
+
+
 def test_zero_ground_truth_image_and_batch():
     maps, b, c, mask, anchors, strides = _dense_case()
     mask[1] = False  # the second image without GT

@@ -112,6 +112,14 @@ def _gather_cells(raw: Tensor, anchor: Tensor, gj: Tensor, gi: Tensor) -> Tensor
     return raw[batch, anchor[None, :], gj, gi]
 
 
+def _candidate_order(valid: Tensor) -> Tensor:
+    """(N, W) slot indices of each image's candidates (``valid`` (N, S)) in slot order, so that
+    ties resolve as over all slots, then slots without one; W = the most candidates in an
+    image (at least 1). Reads W back to the host: free on the CPU, one sync on CUDA."""
+    width = max(int(valid.sum(1).max()), 1)
+    return torch.argsort((~valid).to(torch.int8), dim=1, stable=True)[:, :width]
+
+
 def _cheapest(cost: Tensor, k: Tensor, q: int) -> Tensor:
     """Mask of the k[r] cheapest entries of each row of ``cost`` (..., C), k <= q; among equal
     costs the earlier column wins. (The official ``torch.topk`` leaves the order of ties
@@ -256,11 +264,9 @@ class YOLOv7Assigner:
             valid.append(ok), gj.append(rows), gi.append(cols)
 
         # SimOTA costs O(M x slots): it sees only the slots that hold a candidate (at most 3 of
-        # the 5 neighbours, and only the anchors a box fits), in slot order, so that ties
-        # resolve as over all slots. One read-back for the width; the CPU pays nothing for it.
+        # the 5 neighbours, and only the anchors a box fits).
         valid_all = torch.cat(valid, 1)  # (N, S_total)
-        width = max(int(valid_all.sum(1).max()), 1)
-        order = torch.argsort((~valid_all).to(torch.int8), dim=1, stable=True)[:, :width]
+        order = _candidate_order(valid_all)
         boxes, logits = torch.cat(boxes, 1), torch.cat(logits, 1)
         # Under CUDA OOM (dense scenes) detectron2 retries the matching on the CPU.
         positive, gt_index, dynamic_k = retry_if_cuda_oom(_simota)(
