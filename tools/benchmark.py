@@ -480,11 +480,11 @@ def yolo_copy_of_trees(directory: Path, polygons: bool = False) -> Path:
     prepare_bundled_datasets(names[:1])
     (directory / "images").mkdir(parents=True)
     (directory / "labels").mkdir()
+    angles = np.linspace(0, 2 * np.pi, 16, endpoint=False)  # the polygons' vertices
     for d in DatasetCatalog.get(names[0]):
         stem = Path(d["file_name"]).stem
         shutil.copy(d["file_name"], directory / "images" / Path(d["file_name"]).name)
         w, h = d["width"], d["height"]
-        angles = np.linspace(0, 2 * np.pi, 16, endpoint=False)
         lines = []
         for x, y, bw, bh in (a["bbox"] for a in d["annotations"]):
             cx, cy = (x + bw / 2) / w, (y + bh / 2) / h
@@ -508,6 +508,12 @@ def data_rows(off, repeats, samples: int = 40):
 
     from detectron2.data import DatasetCatalog
 
+    cfg = load_config(str(ROOT / "configs" / "coco" / "yolov7-tiny.yaml"),
+                      ["MODEL.DEVICE", "cpu", "SEED", "0"])
+    hyp = None
+    if off is not None:
+        with open(off.hyp / "hyp.scratch.tiny.yaml") as f:
+            hyp = yaml.safe_load(f)
     rows = []
     for kind in ("box", "polygon"):
         with tempfile.TemporaryDirectory() as tmp:
@@ -515,13 +521,9 @@ def data_rows(off, repeats, samples: int = 40):
             train_name = register_yolo_dataset(data / "data.yaml",
                                                name_prefix=f"bench_{kind}")["train"]
             dicts = DatasetCatalog.get(train_name)
-            cfg = load_config(str(ROOT / "configs" / "coco" / "yolov7-tiny.yaml"),
-                              ["MODEL.DEVICE", "cpu", "SEED", "0"])
             mapper = YOLOv7MosaicMapper(cfg, is_train=True, dataset_dicts=dicts)
             official = None
             if off is not None:
-                with open(off.hyp / "hyp.scratch.tiny.yaml") as f:
-                    hyp = yaml.safe_load(f)
                 dataset = off.datasets.LoadImagesAndLabels(str(data / "images"), SIZE, 8,
                                                            augment=True, hyp=hyp, stride=32)
 
