@@ -16,12 +16,16 @@ Trailing KEY VALUE pairs override config keys (see yolov7_d2/config.py for the Y
 The configs count in epochs (SOLVER.YOLOV7.EPOCHS 300, as official): the iterations follow from
 the number of training images and SOLVER.IMS_PER_BATCH (the log line "Schedule: ..."), except
 for SOLVER.MAX_ITER, SOLVER.WARMUP_ITERS, SOLVER.CHECKPOINT_PERIOD or TEST.EVAL_PERIOD given.
+SOLVER.YOLOV7.TIME_BUDGET_MINUTES trains as long as fits that wall time on this machine (the log
+line "Time budget ..." gives the iterations, and how to repeat the run; --resume keeps them);
+SOLVER.MAX_ITER or SOLVER.YOLOV7.EPOCHS on the command line turns it off.
 Evaluation uses the EMA weights when the checkpoint has them (the official final model);
 --eval-only runs them in the deploy form (re-parameterized, NHWC), as the predictor does.
 """
 import logging
 import os
 import sys
+import time
 
 import yolov7_d2  # noqa: F401  (detectron2 compat shims, registrations)
 from yolov7_d2.checkpoint import CheckpointError, YOLOv7Checkpointer
@@ -33,6 +37,7 @@ from yolov7_d2.engine import (
     count_training_images,
     prepare_bundled_datasets,
     resolve_epoch_schedule,
+    resolve_time_budget,
     setup_yolov7_run,
 )
 from yolov7_d2.engine.dataset_options import add_dataset_arguments, apply_dataset_arguments
@@ -45,10 +50,12 @@ from detectron2.utils.file_io import PathManager
 logger = logging.getLogger("yolov7_d2")
 
 
-def setup(args):
+def setup(args, started=None):
     """Config from --config-file and trailing options, frozen, with detectron2's setup, checked
     (ConfigError / DatasetConfigError naming the key); to train, SOLVER.YOLOV7.EPOCHS and the
-    other epoch keys turned into iterations."""
+    other epoch keys turned into iterations, then SOLVER.YOLOV7.TIME_BUDGET_MINUTES (counted
+    from ``started``, a ``time.monotonic()``; default: now)."""
+    started = time.monotonic() if started is None else started
     cfg = load_config(args.config_file, args.opts)  # unknown keys, wrong types, missing files
     # --yolo-data / --voc-root / --coco-json: register the dataset, point DATASETS.* and
     # NUM_CLASSES at it.
@@ -67,6 +74,18 @@ def setup(args):
         cfg = resolve_epoch_schedule(cfg, count_training_images(cfg),
                                      explicit=keys_set_by(args.config_file, args.opts))
         save_config(cfg)
+    if training and cfg.SOLVER.YOLOV7.TIME_BUDGET_MINUTES > 0:
+        given = set(args.opts[0::2]) & {"SOLVER.MAX_ITER", "SOLVER.YOLOV7.EPOCHS"}
+        if given:  # a length on the command line is the user's choice over the config's budget
+            logger.info("%s given: SOLVER.YOLOV7.TIME_BUDGET_MINUTES %g is off",
+                        " and ".join(sorted(given)), cfg.SOLVER.YOLOV7.TIME_BUDGET_MINUTES)
+            cfg = cfg.clone()
+            cfg.defrost()
+            cfg.SOLVER.YOLOV7.TIME_BUDGET_MINUTES = 0.0
+            cfg.freeze()
+        else:
+            cfg = resolve_time_budget(cfg, started, resume=args.resume)
+        save_config(cfg)
     if training:
         check_schedule(cfg)
     return cfg
@@ -74,7 +93,8 @@ def setup(args):
 
 def save_config(cfg):
     """OUTPUT_DIR/config.yaml again: default_setup wrote it before the epochs were turned into
-    iterations, and a run started from it must get the same schedule."""
+    iterations (or the time budget into a length), and a run started from it must get the same
+    schedule."""
     if comm.is_main_process() and cfg.OUTPUT_DIR:
         with PathManager.open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
             f.write(cfg.dump())

@@ -1,4 +1,5 @@
 """A logging handler that keeps records, for tests of what the package logs."""
+import contextlib
 import logging
 
 
@@ -14,3 +15,20 @@ class Records(logging.Handler):
 
     def messages(self, level=logging.DEBUG):
         return [r.getMessage() for r in self.records if r.levelno >= level]
+
+
+@contextlib.contextmanager
+def records_of(*names: str, level: int = logging.INFO):
+    """A :class:`Records` on the loggers ``names``, each set to ``level`` meanwhile (their own
+    levels restored after)."""
+    handler, loggers = Records(), [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(level)
+        logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        for logger, saved in zip(loggers, levels):
+            logger.removeHandler(handler)
+            logger.setLevel(saved)

@@ -11,7 +11,7 @@ from yolov7_d2.engine import EpochSchedule, resolve_epoch_schedule, resolve_lazy
 
 from detectron2.config import LazyConfig
 
-from log_records import Records
+from log_records import records_of
 
 # Trains or loads the bundled tree tiles.
 pytestmark = pytest.mark.usefixtures("deepforest_prepared")
@@ -23,14 +23,8 @@ TREES = str(ROOT / "configs" / "deepforest" / "yolov7-tiny-trees.yaml")
 
 @pytest.fixture
 def logs():
-    handler = Records()
-    logger = logging.getLogger("yolov7_d2.engine.epochs")
-    level = logger.level
-    logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(level)
+    with records_of("yolov7_d2.engine.epochs") as handler:
+        yield handler
 
 
 def resolved(config_file, opts, num_images):

@@ -27,7 +27,7 @@ from yolov7_d2.modeling.head import init_prediction_bias
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
-from log_records import Records
+from log_records import records_of
 from scripts import load_script
 
 NUM_ANCHORS = 3
@@ -60,15 +60,8 @@ def _prior_bias(model, level):
 
 def _logged(logger_name, action):
     """What ``action()`` logs at INFO and above on ``logger_name``."""
-    handler, logger = Records(), logging.getLogger(logger_name)
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
+    with records_of(logger_name) as handler:
         action()
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
     return "\n".join(handler.messages(logging.INFO))
 
 

@@ -17,41 +17,26 @@ Example (the tree recipes: precision, layout, input size, workers):
 import argparse
 import statistics
 import tempfile
-import time
 
 import torch
 
 import yolov7_d2  # noqa: F401  (detectron2 compat shims, registrations)
 from yolov7_d2.config import load_config
-from yolov7_d2.engine import YOLOv7Trainer, prepare_bundled_datasets, setup_yolov7_run
+from yolov7_d2.engine import prepare_bundled_datasets, setup_yolov7_run
 from yolov7_d2.engine.amp import cpu_has_native_bf16
+from yolov7_d2.engine.time_budget import time_training_iterations
 from yolov7_d2.utils.cpu import cpu_model_and_flags
 
-from detectron2.utils.events import EventStorage
 from detectron2.utils.logger import setup_logger
 
 
 def time_variant(config_file, opts, threads, warmup, iters):
     """(median s/iter, mean data s/iter) of ``iters`` training iterations after ``warmup``."""
     torch.set_num_threads(threads)
-    with tempfile.TemporaryDirectory() as out:
-        cfg = load_config(config_file, [*opts, "OUTPUT_DIR", out, "TEST.EVAL_PERIOD", "0",
-                                        "TEST.YOLOV7.ARTIFACTS", "False"])
-        cfg.freeze()
-        prepare_bundled_datasets(cfg.DATASETS.TRAIN)
-        trainer = YOLOv7Trainer(cfg)
-        loop = trainer._trainer
-        times, data_times = [], []
-        with EventStorage() as storage:
-            loop.storage = storage
-            for it in range(warmup + iters):
-                loop.iter = storage.iter = it
-                start = time.perf_counter()
-                loop.run_step()
-                if it >= warmup:
-                    times.append(time.perf_counter() - start)
-                    data_times.append(storage.history("data_time").latest())
-        del trainer, loop
+    cfg = load_config(config_file, opts)
+    cfg.freeze()
+    prepare_bundled_datasets(cfg.DATASETS.TRAIN)
+    times, data_times, _ = time_training_iterations(cfg, warmup, iters)
     return statistics.median(times), statistics.mean(data_times)
 
 

@@ -207,6 +207,10 @@ def add_yolov7_config(cfg: CN) -> None:
     sol.MIN_WARMUP_ITERS = 1000
     # Checkpoint every this many epochs; 0: SOLVER.CHECKPOINT_PERIOD.
     sol.CHECKPOINT_PERIOD_EPOCHS = 0
+    # Train for as many iterations as fit this many minutes of wall time (evaluations
+    # included), measured on this machine at start; the schedule is stretched to them
+    # (yolov7_d2/engine/time_budget.py). 0: SOLVER.MAX_ITER as it is.
+    sol.TIME_BUDGET_MINUTES = 0.0
 
 
 def load_config(config_file: str = "", opts=()) -> CN:

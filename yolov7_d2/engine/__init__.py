@@ -23,6 +23,7 @@ from .schedule import (
     nominal_accumulation,
     nominal_weight_decay,
 )
+from .time_budget import resolve_time_budget
 from .trainer import MultiScale, YOLOv7Trainer, YOLOv7TrainLoop, yolov7_train_loop
 
 __all__ = [k for k in globals().keys() if not k.startswith("_")]
