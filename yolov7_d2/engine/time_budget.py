@@ -43,8 +43,7 @@ MARGIN = 0.05
 EVAL_OVERHEAD_S = 5.0
 #: The file in OUTPUT_DIR that keeps a budgeted run's length for --resume.
 PLAN_FILE = "time_budget.json"
-#: MAX_ITER is rounded down to a multiple of this, so that close step-time measurements on one
-#: machine usually give the same run.
+#: MAX_ITER is rounded down to a multiple of this: a round length to quote and repeat.
 ROUND_TO = 10
 
 
