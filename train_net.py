@@ -69,11 +69,11 @@ def setup(args, started=None):
     # Values that cannot work (a zero batch size, an image size off the stride, unregistered
     # datasets, ...): one clear error now, not a ZeroDivisionError in the middle of training.
     check_config(cfg, training=training)
+    written = cfg  # the config default_setup wrote to OUTPUT_DIR
     if training and cfg.SOLVER.YOLOV7.EPOCHS > 0:
         # Iteration keys the config files or options set are kept (yolov7_d2/engine/epochs.py).
         cfg = resolve_epoch_schedule(cfg, count_training_images(cfg),
                                      explicit=keys_set_by(args.config_file, args.opts))
-        save_config(cfg)
     if training and cfg.SOLVER.YOLOV7.TIME_BUDGET_MINUTES > 0:
         given = set(args.opts[0::2]) & {"SOLVER.MAX_ITER", "SOLVER.YOLOV7.EPOCHS"}
         if given:  # a length on the command line is the user's choice over the config's budget
@@ -85,6 +85,7 @@ def setup(args, started=None):
             cfg.freeze()
         else:
             cfg = resolve_time_budget(cfg, started, resume=args.resume)
+    if cfg is not written:
         save_config(cfg)
     if training:
         check_schedule(cfg)

@@ -32,6 +32,8 @@ from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 from detectron2.utils.file_io import PathManager
 
+from ..utils.io import atomic_write
+
 __all__ = ["BudgetPlan", "time_training_iterations", "plan_budget", "stretch_schedule",
            "resolve_time_budget"]
 
@@ -216,13 +218,15 @@ def resolve_time_budget(cfg, started: float, resume: bool = False, warmup: int =
 
 
 def _save_plan(path: str, plan: BudgetPlan) -> None:
-    """The plan as json at ``path``, written whole or not at all (a temporary file renamed)."""
+    """The plan as json at ``path``, written whole or not at all (:func:`atomic_write`)."""
     if not comm.is_main_process():
         return
-    PathManager.mkdirs(os.path.dirname(path) or ".")
     record = {"max_iter": plan.max_iter, "budget_s": plan.budget_s, "elapsed_s": plan.elapsed_s,
               "iteration_s": plan.iteration_s, "eval_s": plan.eval_s,
               "evaluations": plan.evaluations}
-    with open(path + ".tmp", "w") as f:
-        json.dump(record, f, indent=1)
-    os.replace(path + ".tmp", path)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(record, f, indent=1)
+
+    atomic_write(path, write)
