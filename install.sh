@@ -19,6 +19,7 @@ VENV="${VENV:-.venv}"
 PYTHON="${PYTHON:-python3}"
 TORCH_VERSION="2.14.1"
 TORCHVISION_VERSION="0.29.1"
+TORCH_NEEDS_MB=6300  # the venv ends at about 6.2 GB: torch, torchvision and the CUDA libraries they pull in
 DETECTRON2_SDIST="pb1-detectron2==0.6"
 # pip >= 26 refuses to even download pb1-detectron2 because its (unused) "all" extra names a
 # direct URL; this pip, run from its wheel, only does that one download.
@@ -80,8 +81,18 @@ elif [ "$have_torch" != "none" ] && [ "$(detectron2_state | cut -d' ' -f1)" = "c
     log "2/5 torch: keeping torch $have_torch / torchvision $have_tv, because the detectron2" \
         "installed here has compiled ops built against it (tested: $TORCH_VERSION / $TORCHVISION_VERSION)"
 else
+    # The x86_64 wheels are the CUDA build (5.6 GB in the venv, CPU machines included): a full
+    # disk would otherwise surface as pip's "[Errno 28] No space left on device" half-way.
+    free_mb="$(df -Pm "$VENV" | awk 'NR == 2 {print $4}')"
+    if [ "$free_mb" -lt "$TORCH_NEEDS_MB" ]; then
+        log "2/5 torch: needs about $TORCH_NEEDS_MB MB free for $VENV, but its file system" \
+            "($(df -P "$VENV" | awk 'NR == 2 {print $6}')) has $free_mb MB: free some space" \
+            "(old virtual environments, checkouts under /tmp) or put the venv elsewhere" \
+            "with VENV=/other/disk/venv bash install.sh" >&2
+        exit 1
+    fi
     log "2/5 torch: installing torch==$TORCH_VERSION torchvision==$TORCHVISION_VERSION" \
-        "(found: torch $have_torch / torchvision $have_tv; about 5 GB, 1-2 minutes)"
+        "(found: torch $have_torch / torchvision $have_tv; about 5.6 GB, 1-2 minutes)"
     pip install "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
 fi
 
