@@ -19,6 +19,7 @@ from yolov7_d2.data import (
     build_yolov7_test_loader,
     build_yolov7_test_mapper,
     build_yolov7_train_loader,
+    image_io,
     register_yolo_dataset,
 )
 from yolov7_d2.data import validate as V
@@ -97,10 +98,11 @@ def make_cfg(tmp_path, *opts):
 
 
 # ---------------------------------------------------------------------------- reading
-def test_read_image_matches_opencv_for_16bit_gray_rgba_and_exif(tmp_path):
+@pytest.mark.parametrize("strict", [False, True], ids=["opencv", "pil"])
+def test_read_image_matches_opencv_for_16bit_gray_rgba_and_exif(tmp_path, strict):
     ramp = (np.arange(48 * 64, dtype=np.uint32).reshape(48, 64) * 21).astype(np.uint16)
     cv2.imwrite(str(tmp_path / "gray16.png"), ramp)
-    gray16 = read_image(tmp_path / "gray16.png", format="RGB")
+    gray16 = read_image(tmp_path / "gray16.png", format="RGB", strict=strict)
     assert gray16.dtype == np.uint8 and gray16.shape == (48, 64, 3)
     np.testing.assert_array_equal(gray16, np.repeat((ramp >> 8)[..., None], 3, -1))
     assert gray16.max() > 200 and gray16.min() == 0  # not the solid white of convert("RGB")
@@ -108,18 +110,31 @@ def test_read_image_matches_opencv_for_16bit_gray_rgba_and_exif(tmp_path):
     bgr = noise(48, 64).astype(np.uint16) * 257
     rgba = np.dstack([noise(48, 64, 1), np.full((48, 64), 7, np.uint8)])
     files = {"rgb16.png": bgr, "rgba.png": rgba, "gray8.png": noise(48, 64, 2)[..., 0],
-             "gray16.png": ramp}
+             "gray16.png": ramp, "rgb.png": noise(48, 64, 3)}
     for name, array in files.items():
         cv2.imwrite(str(tmp_path / name), array)
         expected = cv2.imread(str(tmp_path / name))  # official: cv2.imread, BGR
-        np.testing.assert_array_equal(read_image(tmp_path / name, format="BGR"), expected, name)
+        for fmt, want in (("BGR", expected), ("RGB", expected[..., ::-1])):
+            got = read_image(tmp_path / name, format=fmt, strict=strict)
+            np.testing.assert_array_equal(got, want, f"{name} {fmt}")
 
     exif = Image.Exif()
     exif[0x0112] = 6  # rotated 90 degrees: width and height swap
     Image.fromarray(noise(48, 64)).save(tmp_path / "rotated.jpg", exif=exif)
-    assert read_image(tmp_path / "rotated.jpg").shape == (64, 48, 3)
+    assert read_image(tmp_path / "rotated.jpg", strict=strict).shape == (64, 48, 3)
     with pytest.raises(ImageLoadError, match="missing.png"):
-        read_image(tmp_path / "missing.png")
+        read_image(tmp_path / "missing.png", strict=strict)
+
+
+@pytest.mark.parametrize("name", ["cut.png", "cut.jpg"])
+def test_read_image_names_a_truncated_file_and_the_reason(tmp_path, name):
+    cv2.imwrite(str(tmp_path / name), noise(48, 64))
+    data = (tmp_path / name).read_bytes()
+    assert image_io._decode_with_opencv(data, "BGR") is not None  # complete: the fast path
+    (tmp_path / name).write_bytes(data[:len(data) // 2])
+    assert image_io._decode_with_opencv(data[:len(data) // 2], "BGR") is None
+    with pytest.raises(ImageLoadError, match=rf"{name}.*truncated"):
+        read_image(tmp_path / name)
 
 
 # ---------------------------------------------------------------------------- images

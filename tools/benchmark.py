@@ -35,7 +35,9 @@ official column is left empty. Rows (``--rows``):
   mixup 0.05, HSV, flips, scale 0.5): ``LoadImagesAndLabels(augment=True)`` against
   :class:`~yolov7_d2.data.YOLOv7MosaicMapper` on the same YOLO-format copy of the tree tiles,
   with box labels and with polygon labels (a 16-point ellipse in each box; both sides then
-  warp the outlines and re-fit the boxes, and paste-in has outlines to cut).
+  warp the outlines and re-fit the boxes, and paste-in has outlines to cut); each decoding
+  every image at each use (both sides' default) and with decoded images cached in memory
+  (official ``cache_images``, our ``INPUT.YOLOV7.CACHE_IMAGES``).
 """
 import argparse
 import contextlib
@@ -43,6 +45,7 @@ import ctypes
 import datetime
 import importlib
 import io
+import itertools
 import os
 import shutil
 import statistics
@@ -501,6 +504,10 @@ def yolo_copy_of_trees(directory: Path, polygons: bool = False) -> Path:
 
 
 def data_rows(off, repeats, samples: int = 40):
+    """Images per second of the training pipeline (mosaic, perspective, HSV, mixup, paste-in,
+    flips) on the tree tiles, box and polygon labels, decoding every image at each use (both
+    sides' default) and with decoded images cached in memory (official ``--cache-images``,
+    our ``INPUT.YOLOV7.CACHE_IMAGES``)."""
     import yaml
 
     from yolov7_d2.data import YOLOv7MosaicMapper
@@ -508,24 +515,32 @@ def data_rows(off, repeats, samples: int = 40):
 
     from detectron2.data import DatasetCatalog
 
-    cfg = load_config(str(ROOT / "configs" / "coco" / "yolov7-tiny.yaml"),
-                      ["MODEL.DEVICE", "cpu", "SEED", "0"])
     hyp = None
     if off is not None:
         with open(off.hyp / "hyp.scratch.tiny.yaml") as f:
             hyp = yaml.safe_load(f)
     rows = []
-    for kind in ("box", "polygon"):
+    for kind, cache in itertools.product(("box", "polygon"), (False, True)):
+        cfg = load_config(str(ROOT / "configs" / "coco" / "yolov7-tiny.yaml"),
+                          ["MODEL.DEVICE", "cpu", "SEED", "0",
+                           "INPUT.YOLOV7.CACHE_IMAGES", str(cache)])
         with tempfile.TemporaryDirectory() as tmp:
             data = yolo_copy_of_trees(Path(tmp) / "trees", polygons=kind == "polygon")
             train_name = register_yolo_dataset(data / "data.yaml",
-                                               name_prefix=f"bench_{kind}")["train"]
+                                               name_prefix=f"bench_{kind}_{cache}")["train"]
             dicts = DatasetCatalog.get(train_name)
             mapper = YOLOv7MosaicMapper(cfg, is_train=True, dataset_dicts=dicts)
             official = None
             if off is not None:
                 dataset = off.datasets.LoadImagesAndLabels(str(data / "images"), SIZE, 8,
                                                            augment=True, hyp=hyp, stride=32)
+                # What its cache_images=True does (sas-yolov7's own progress bar breaks it).
+                if cache:
+                    n = len(dataset)
+                    dataset.img_hw0, dataset.img_hw = [None] * n, [None] * n
+                    for i in range(n):
+                        dataset.imgs[i], dataset.img_hw0[i], dataset.img_hw[i] = (
+                            off.datasets.load_image(dataset, i))
 
                 def official():
                     for i in range(samples):
@@ -537,9 +552,10 @@ def data_rows(off, repeats, samples: int = 40):
 
             t_off, t_ours = interleaved(official, ours, repeats)
         # images per second: higher is better, so the ratio is ours / official rate
+        label = "images cached in memory" if cache else "decoded at each use"
         rows.append((f"training data pipeline, images/s, one process, official hyp tiny: "
-                     f"{kind} labels", samples / t_off if t_off else None, samples / t_ours,
-                     "rate"))
+                     f"{kind} labels, {label}", samples / t_off if t_off else None,
+                     samples / t_ours, "rate"))
     return rows
 
 

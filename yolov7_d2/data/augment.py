@@ -474,13 +474,15 @@ def paste_in(img: np.ndarray, targets: Targets, samples: Sequence[PasteSample],
 
 
 # ----------------------------------------------------------------------------- flips
+# The flips return views of the image, not copies: they come last in the pipeline, and the
+# mapper's move to channels-first copies the image once whatever view it is.
 def flip_lr(img: np.ndarray, targets: Targets) -> Tuple[np.ndarray, Targets]:
     w = img.shape[1]
     boxes = targets.boxes.copy()
     boxes[:, [0, 2]] = w - targets.boxes[:, [2, 0]]
     polys = [None if p is None else [np.stack([w - q[:, 0], q[:, 1]], 1) for q in p]
              for p in targets.polygons]
-    return np.ascontiguousarray(img[:, ::-1]), Targets(boxes, targets.classes, polys)
+    return img[:, ::-1], Targets(boxes, targets.classes, polys)
 
 
 def flip_ud(img: np.ndarray, targets: Targets) -> Tuple[np.ndarray, Targets]:
@@ -489,7 +491,7 @@ def flip_ud(img: np.ndarray, targets: Targets) -> Tuple[np.ndarray, Targets]:
     boxes[:, [1, 3]] = h - targets.boxes[:, [3, 1]]
     polys = [None if p is None else [np.stack([q[:, 0], h - q[:, 1]], 1) for q in p]
              for p in targets.polygons]
-    return np.ascontiguousarray(img[::-1]), Targets(boxes, targets.classes, polys)
+    return img[::-1], Targets(boxes, targets.classes, polys)
 
 
 def transpose(img: np.ndarray, targets: Targets) -> Tuple[np.ndarray, Targets]:
@@ -497,4 +499,4 @@ def transpose(img: np.ndarray, targets: Targets) -> Tuple[np.ndarray, Targets]:
     multiple of 90 degrees and every reflection of the square, with boxes kept exact."""
     boxes = targets.boxes[:, [1, 0, 3, 2]].copy()
     polys = [None if p is None else [q[:, ::-1].copy() for q in p] for p in targets.polygons]
-    return np.ascontiguousarray(img.transpose(1, 0, 2)), Targets(boxes, targets.classes, polys)
+    return img.transpose(1, 0, 2), Targets(boxes, targets.classes, polys)
