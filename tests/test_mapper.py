@@ -218,7 +218,8 @@ def test_transpose_swaps_axes_of_image_boxes_and_polygons(tmp_path):
 def test_image_cache_decodes_each_file_once_and_changes_nothing(tmp_path):
     dicts = write_dataset(tmp_path, shape="disk")
     opts = ["INPUT.YOLOV7.MIXUP_PROB", "0.5", "INPUT.YOLOV7.PASTE_IN_PROB", "0.5"]
-    plain = YOLOv7MosaicMapper(make_cfg(*opts), is_train=True, dataset_dicts=dicts)
+    plain = YOLOv7MosaicMapper(make_cfg(*opts, "INPUT.YOLOV7.CACHE_IMAGES_MEMORY_FRACTION", "0.0"),
+                               is_train=True, dataset_dicts=dicts)
     cached = YOLOv7MosaicMapper(make_cfg(*opts, "INPUT.YOLOV7.CACHE_IMAGES", "True"),
                                 is_train=True, dataset_dicts=dicts)
     reads = {id(plain): [], id(cached): []}
@@ -233,6 +234,33 @@ def test_image_cache_decodes_each_file_once_and_changes_nothing(tmp_path):
         assert torch.equal(a["instances"].gt_boxes.tensor, b["instances"].gt_boxes.tensor)
     assert len(reads[id(plain)]) > 2 * len(dicts)  # mosaic, mixup and paste-in partners
     assert sorted(reads[id(cached)]) == sorted(d["file_name"] for d in dicts)
+
+
+def test_images_are_cached_when_all_copies_fit_the_memory_fraction(tmp_path, monkeypatch):
+    from yolov7_d2.data import mapper as M
+
+    dicts = write_dataset(tmp_path)
+    # bytes of the images decoded with their long side at SIZE, and at half of it
+    needed, half = (sum(round(d["width"] * size / max(d["width"], d["height"]))
+                        * round(d["height"] * size / max(d["width"], d["height"])) * 3
+                        for d in dicts) for size in (SIZE, SIZE // 2))
+    assert needed > 3.5 * half
+    monkeypatch.setattr(M, "available_memory_bytes", lambda: 4 * needed)
+    assert M.cache_fits_in_memory(dicts, SIZE, processes=1, fraction=0.25)
+    assert not M.cache_fits_in_memory(dicts, SIZE, processes=2, fraction=0.25)
+    assert not M.cache_fits_in_memory(dicts, SIZE, processes=1, fraction=0.0)
+    assert M.cache_fits_in_memory(dicts, SIZE // 2, processes=3, fraction=0.25)
+    assert not M.cache_fits_in_memory(dicts, SIZE // 2, processes=5, fraction=0.25)
+    monkeypatch.setattr(M, "available_memory_bytes", lambda: None)  # unknown: no cache
+    assert not M.cache_fits_in_memory(dicts, SIZE, processes=1, fraction=1.0)
+
+    monkeypatch.setattr(M, "available_memory_bytes", lambda: 4 * needed)
+    for workers, fraction, expected in ((0, "0.25", True), (2, "0.25", False), (0, "0.0", False)):
+        cfg = make_cfg("DATALOADER.NUM_WORKERS", str(workers),
+                       "INPUT.YOLOV7.CACHE_IMAGES_MEMORY_FRACTION", fraction)
+        mapper = YOLOv7MosaicMapper(cfg, is_train=True, dataset_dicts=dicts)
+        assert (mapper._cache is not None) == expected, (workers, fraction)
+    assert YOLOv7MosaicMapper(cfg, is_train=False)._cache is None  # evaluation reads once
 
 
 # The gain of random perspective is U(1 - SCALE, 1.1 + SCALE) (official): SCALE -0.05 pins it

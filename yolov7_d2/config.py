@@ -123,6 +123,10 @@ def add_yolov7_config(cfg: CN) -> None:
     # Keep every training image, decoded and resized, in memory (official --cache-images):
     # each file is decoded once per process (each data-loader worker holds its own copy).
     aug.CACHE_IMAGES = False
+    # With CACHE_IMAGES False, cache them anyway when the copies of all data-loading processes
+    # need at most this fraction of the memory available at start (0: never). Decoding is
+    # most of the pipeline's time: a mosaic decodes 4 to 9 images per sample.
+    aug.CACHE_IMAGES_MEMORY_FRACTION = 0.25
 
     # Research backbones: any timm model as the bottom-up part (MODEL.YOLOV7.BOTTOM_UP:
     # "build_timm_backbone").

@@ -369,10 +369,10 @@ def augment_hsv(img: np.ndarray, gains: Sequence[float], rng: np.random.Generato
 
 def mixup(img1: np.ndarray, t1: Targets, img2: np.ndarray, t2: Targets,
           rng: np.random.Generator, alpha: float = 8.0) -> Tuple[np.ndarray, Targets]:
-    """Blend two same-size images with ratio r ~ Beta(alpha, alpha); keep both label sets."""
+    """Blend two same-size images with ratio r ~ Beta(alpha, alpha); keep both label sets.
+    Departure: pixels are rounded (OpenCV's ``addWeighted``), not truncated as official."""
     r = rng.beta(alpha, alpha)
-    img = (img1.astype(np.float32) * r + img2.astype(np.float32) * (1 - r)).astype(np.uint8)
-    return img, Targets.cat([t1, t2])
+    return cv2.addWeighted(img1, r, img2, 1.0 - r, 0.0), Targets.cat([t1, t2])
 
 
 # ----------------------------------------------------------------------------- paste-in

@@ -32,6 +32,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.structures import Boxes, BoxMode, Instances
 from detectron2.utils import comm
 
+from ..utils.memory import available_memory_bytes
 from . import augment as A
 from .augment import BoxFilter, PerspectiveRange, Targets
 from .image_io import ImageLoadError, read_image
@@ -254,7 +255,9 @@ class YOLOv7MosaicMapper:
             "close_mosaic_iters": aug.CLOSE_MOSAIC_ITERS,
             "max_iter": cfg.SOLVER.MAX_ITER,
             "seed": cfg.SEED if cfg.SEED >= 0 else None,
-            "cache_images": aug.CACHE_IMAGES,
+            "cache_images": aug.CACHE_IMAGES or (is_train and cache_fits_in_memory(
+                dataset_dicts, aug.IMAGE_SIZE, processes=max(1, cfg.DATALOADER.NUM_WORKERS),
+                fraction=aug.CACHE_IMAGES_MEMORY_FRACTION)),
         }
 
     # ------------------------------------------------------------------ close mosaic
@@ -290,21 +293,24 @@ class YOLOv7MosaicMapper:
 
     def _targets(self, dataset_dict: dict, scale: float, width: int, height: int) -> Targets:
         """Annotations (crowd skipped) clipped to the original image, then scaled."""
-        boxes, classes, polygons = [], [], []
-        for obj in dataset_dict.get("annotations", []):
-            if obj.get("iscrowd", 0):
-                self.stats["crowd_skipped"] += 1
-                continue
-            box = BoxMode.convert(list(obj["bbox"]), obj["bbox_mode"], BoxMode.XYXY_ABS)
-            boxes.append(box)
-            classes.append(obj["category_id"])
+        annotations = dataset_dict.get("annotations", [])
+        objs = [obj for obj in annotations if not obj.get("iscrowd", 0)]
+        self.stats["crowd_skipped"] += len(annotations) - len(objs)
+        boxes = np.array([obj["bbox"] for obj in objs], dtype=np.float64).reshape(-1, 4)
+        modes = np.array([int(obj["bbox_mode"]) for obj in objs])
+        for mode in np.unique(modes):  # converted per mode, not per box
+            if mode != BoxMode.XYXY_ABS:
+                rows = modes == mode
+                boxes[rows] = BoxMode.convert(boxes[rows], BoxMode(mode), BoxMode.XYXY_ABS)
+        polygons = []
+        for obj in objs:
             segm = obj.get("segmentation")
             parts = None
             if isinstance(segm, list):  # polygons; RLE masks (dicts) fall back to the box
                 parts = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in segm
                          if len(p) >= 6]
             polygons.append(parts or None)
-        targets = Targets(np.array(boxes).reshape(-1, 4), classes, polygons)
+        targets = Targets(boxes, [obj["category_id"] for obj in objs], polygons)
         self.stats["boxes_in"] += len(targets)
         return targets.clip(width, height).affine(scale)
 
@@ -325,9 +331,11 @@ class YOLOv7MosaicMapper:
         else:
             file_name = dataset_dict["file_name"]
             if file_name not in self._cache:
-                self._cache[file_name] = self._read_resized(dataset_dict)
+                entry = self._read_resized(dataset_dict)
+                # Every step reads its tiles into new arrays; read-only makes sure of it.
+                entry[0].flags.writeable = False
+                self._cache[file_name] = entry
             image, r, w, h = self._cache[file_name]
-            image = image.copy()  # later steps (HSV, flips) write into the image in place
         return image, self._targets(dataset_dict, r, w, h)
 
     def _partner(self, rng: np.random.Generator) -> dict:
@@ -451,6 +459,30 @@ class YOLOv7MosaicMapper:
         instances.gt_classes = torch.as_tensor(targets.classes[keep], dtype=torch.int64)
         out["instances"] = instances
         return out
+
+
+def cache_fits_in_memory(dataset_dicts: Sequence[dict], image_size: int, *, processes: int,
+                         fraction: float) -> bool:
+    """Whether ``processes`` copies of the dataset's images, decoded with their long side
+    resized to ``image_size`` (3 bytes a pixel; ``width`` / ``height`` of each dict, a square
+    of ``image_size`` where they are missing), need at most ``fraction`` of the memory
+    available now. Logs the decision when caching; False where that memory is unknown."""
+    available = available_memory_bytes()
+    if fraction <= 0 or not dataset_dicts or available is None:
+        return False
+    total = 0
+    for i in range(len(dataset_dicts)):  # a DatasetFromList is indexed, not iterated
+        d = dataset_dicts[i]
+        w, h = d.get("width") or image_size, d.get("height") or image_size
+        r = image_size / max(w, h)
+        total += max(1, round(w * r)) * max(1, round(h * r)) * 3
+    fits = total * processes <= fraction * available
+    if fits:
+        logger.info("Caching the %d training images decoded in memory: %.0f MB in each of %d "
+                    "data-loading process(es), at most %.0f%% of the %.1f GB available "
+                    "(INPUT.YOLOV7.CACHE_IMAGES_MEMORY_FRACTION)", len(dataset_dicts),
+                    total / 2**20, processes, fraction * 100, available / 2**30)
+    return fits
 
 
 def build_yolov7_train_loader(cfg, mapper: Optional[YOLOv7MosaicMapper] = None
