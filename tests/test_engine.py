@@ -108,36 +108,6 @@ def test_ema_follows_official_decay():
     assert not any(p.requires_grad for p in ema.ema.parameters())
 
 
-def test_ema_average_is_the_mean_of_the_moving_average_from_its_iteration():
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
-    plain, averaged = ModelEMA(model, 0.9, 5.0), ModelEMA(model, 0.9, 5.0, average_from=4)
-    states = []
-    for iteration in range(10):
-        with torch.no_grad():
-            model[0].weight.add_(torch.randn(2, 3))
-        model(torch.randn(8, 3))  # BatchNorm statistics move too
-        plain.update(model, iteration)
-        averaged.update(model, iteration)
-        states.append({k: v.clone() for k, v in plain.ema.state_dict().items()})
-        if iteration == 6:  # a checkpoint taken mid-average resumes it exactly
-            resumed = ModelEMA(model, 0.9, 5.0, average_from=4)
-            resumed.load_state_dict(averaged.state_dict())
-        elif iteration > 6:
-            resumed.update(model, iteration)
-        if iteration < 4:  # before its iteration: the plain moving average
-            for key, value in plain.ema.state_dict().items():
-                assert torch.equal(averaged.ema.state_dict()[key], value), key
-    for key in ("0.weight", "0.bias", "1.running_mean", "1.running_var"):
-        mean = torch.stack([s[key] for s in states[4:]]).mean(0)
-        torch.testing.assert_close(averaged.ema.state_dict()[key], mean)
-        if key != "0.bias":  # the others move: their mean is not the last state
-            assert not torch.allclose(mean, states[-1][key]), key
-        assert torch.equal(resumed.ema.state_dict()[key], averaged.ema.state_dict()[key])
-        assert torch.equal(averaged.moving[key], plain.ema.state_dict()[key])
-    assert averaged.averaged == 6 and resumed.averaged == 6
-
-
 def test_multi_scale_resizes_images_and_boxes_together():
     from yolov7_d2.engine import MultiScale
 

@@ -67,8 +67,7 @@ def build_training(cfg):
     logger.info("Model:\n%s", model)
     model.to(cfg.train.device)
     ema_cfg = cfg.train.ema
-    ema = (ModelEMA(model, ema_cfg.decay, ema_cfg.tau, ema_cfg.get("average_from", 0))
-           if ema_cfg.enabled else None)
+    ema = ModelEMA(model, ema_cfg.decay, ema_cfg.tau) if ema_cfg.enabled else None
 
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)

@@ -200,9 +200,6 @@ def add_yolov7_config(cfg: CN) -> None:
     # Model EMA: decay(u) = EMA_DECAY * (1 - exp(-u / EMA_TAU)), u = optimizer steps; 0 disables.
     sol.EMA_DECAY = 0.9999
     sol.EMA_TAU = 2000.0
-    # From this iteration on, the evaluated EMA weights are the mean of the EMA after each
-    # step since (weight averaging, not official); 0: off. Not stretched by the time budget.
-    sol.EMA_AVERAGE_FROM = 0
     # Schedule in epochs of the training set (official --epochs), turned into iterations at
     # start by train_net.py from the number of training images and SOLVER.IMS_PER_BATCH
     # (yolov7_d2/engine/epochs.py); an iteration key (SOLVER.MAX_ITER, SOLVER.WARMUP_ITERS,

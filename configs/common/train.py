@@ -18,9 +18,8 @@ train = dict(
     warmup_iters=None,
     # Gradients are accumulated to this many images per optimizer step (after the warm-up).
     nominal_batch_size=64,
-    # decay(u) = decay x (1 - exp(-u / tau)) after u optimizer steps; from iteration
-    # average_from (0: never) the evaluated weights are the mean of the EMA since (not official).
-    ema=dict(enabled=True, decay=0.9999, tau=2000.0, average_from=0),
+    # decay(u) = decay x (1 - exp(-u / tau)) after u optimizer steps.
+    ema=dict(enabled=True, decay=0.9999, tau=2000.0),
     # Official --multi-scale: each batch resized to 0.5-1.5x the training size.
     multi_scale=False,
     # At start, the best possible recall of the anchors on the training boxes; below min_bpr,

@@ -173,7 +173,7 @@ class YOLOv7TrainLoop(SimpleTrainer):
         if self.iter - self._last_step >= self.accumulation(self.iter):
             stepped = self._optimizer_step()
             if stepped and self.ema is not None:
-                self.ema.update(self.model, self.iter)
+                self.ema.update(self.model)
             self._last_step = self.iter
 
     def _optimizer_step(self) -> bool:
@@ -228,7 +228,7 @@ class YOLOv7Trainer(DefaultTrainer):
         cfg = self.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
         solver = cfg.SOLVER.YOLOV7
-        self.ema = (ModelEMA(model, solver.EMA_DECAY, solver.EMA_TAU, solver.EMA_AVERAGE_FROM)
+        self.ema = (ModelEMA(model, solver.EMA_DECAY, solver.EMA_TAU)
                     if solver.EMA_DECAY > 0 else None)
         optimizer = self.build_optimizer(cfg, model)
         # Unregistered datasets, a class count other than the model's, bad evaluation images:
