@@ -67,6 +67,7 @@ from yolov7_d2.config import load_config  # noqa: E402
 from yolov7_d2.convert import official_to_yolov7, read_official_checkpoint  # noqa: E402
 from yolov7_d2.modeling import reparameterize  # noqa: E402
 from yolov7_d2.utils.cpu import cpu_model_and_flags  # noqa: E402
+from yolov7_d2.utils.memory import available_memory_bytes  # noqa: E402
 
 from detectron2.modeling import build_model  # noqa: E402
 from detectron2.structures import Boxes, Instances  # noqa: E402
@@ -370,13 +371,9 @@ def official_matching_gb(official_loss, maps, targets, num_classes: int = 80) ->
 
 
 def available_gb() -> float:
-    """MemAvailable of /proc/meminfo in GB (infinite where there is no /proc)."""
-    try:
-        with open("/proc/meminfo") as f:
-            fields = dict(line.split(":", 1) for line in f)
-        return int(fields["MemAvailable"].split()[0]) / 1e6
-    except (OSError, KeyError, ValueError):
-        return float("inf")
+    """The memory available now in GB (infinite where it is unknown)."""
+    available = available_memory_bytes()
+    return float("inf") if available is None else available / 1e9
 
 
 def loss_rows(off, repeats):

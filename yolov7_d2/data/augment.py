@@ -24,6 +24,7 @@ __all__ = [
     "PasteSample",
     "PerspectiveRange",
     "BoxFilter",
+    "long_side_resized",
     "resize_long_side",
     "fit_centered",
     "mosaic4",
@@ -102,17 +103,23 @@ class Targets:
 
 
 # ----------------------------------------------------------------------------- resizing
+def long_side_resized(width: int, height: int, size: int) -> Tuple[int, int]:
+    """(width, height) of an image resized so that its long side is ``size``, aspect kept.
+    The long side is exactly ``size`` (the official ``int(w * r)`` can land one pixel short
+    through float rounding)."""
+    r = size / max(width, height)
+    return (size if width >= height else max(1, int(round(width * r))),
+            size if height > width else max(1, int(round(height * r))))
+
+
 def resize_long_side(img: np.ndarray, size: int, interpolation: int) -> Tuple[np.ndarray, float]:
-    """Resize so that the long side is ``size`` (up or down), aspect kept. Returns the image
-    and its scale factor. The long side is exactly ``size`` (the official ``int(w * r)`` can
-    land one pixel short through float rounding)."""
+    """Resize so that the long side is ``size`` (up or down), aspect kept
+    (:func:`long_side_resized`). Returns the image and its scale factor."""
     h, w = img.shape[:2]
     r = size / max(h, w)
     if r == 1:
         return img, 1.0
-    new_w = size if w >= h else max(1, int(round(w * r)))
-    new_h = size if h > w else max(1, int(round(h * r)))
-    return cv2.resize(img, (new_w, new_h), interpolation=interpolation), r
+    return cv2.resize(img, long_side_resized(w, h, size), interpolation=interpolation), r
 
 
 def fit_centered(img: np.ndarray, size: int, interpolation: int = cv2.INTER_LINEAR

@@ -470,19 +470,20 @@ def cache_fits_in_memory(dataset_dicts: Sequence[dict], image_size: int, *, proc
     available = available_memory_bytes()
     if fraction <= 0 or not dataset_dicts or available is None:
         return False
+    limit = fraction * available / processes  # bytes one process may hold
     total = 0
     for i in range(len(dataset_dicts)):  # a DatasetFromList is indexed, not iterated
         d = dataset_dicts[i]
-        w, h = d.get("width") or image_size, d.get("height") or image_size
-        r = image_size / max(w, h)
-        total += max(1, round(w * r)) * max(1, round(h * r)) * 3
-    fits = total * processes <= fraction * available
-    if fits:
-        logger.info("Caching the %d training images decoded in memory: %.0f MB in each of %d "
-                    "data-loading process(es), at most %.0f%% of the %.1f GB available "
-                    "(INPUT.YOLOV7.CACHE_IMAGES_MEMORY_FRACTION)", len(dataset_dicts),
-                    total / 2**20, processes, fraction * 100, available / 2**30)
-    return fits
+        w, h = A.long_side_resized(d.get("width") or image_size, d.get("height") or image_size,
+                                   image_size)
+        total += w * h * 3
+        if total > limit:  # a large dataset is not read to its end at start-up
+            return False
+    logger.info("Caching the %d training images decoded in memory: %.0f MB in each of %d "
+                "data-loading process(es), at most %.0f%% of the %.1f GB available "
+                "(INPUT.YOLOV7.CACHE_IMAGES_MEMORY_FRACTION)", len(dataset_dicts),
+                total / 2**20, processes, fraction * 100, available / 2**30)
+    return True
 
 
 def build_yolov7_train_loader(cfg, mapper: Optional[YOLOv7MosaicMapper] = None
