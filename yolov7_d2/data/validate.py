@@ -41,6 +41,7 @@ from detectron2.data.build import filter_images_with_only_crowd_annotations
 from detectron2.structures import BoxMode
 from detectron2.utils import comm
 
+from ..utils.io import atomic_write
 from .datasets.bad_labels import MAX_LOGGED, BadLabels, check_on_bad_label
 from .image_io import ImageLoadError, image_check
 
@@ -102,11 +103,11 @@ def _load_cache(path: Optional[str]) -> dict:
 
 def _save_cache(path: str, entries: dict) -> None:
     try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"version": CACHE_VERSION, "images": entries}, f)
-        os.replace(tmp, path)  # readers never see a half-written file
+        def write(tmp: str) -> None:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump({"version": CACHE_VERSION, "images": entries}, f)
+
+        atomic_write(path, write)  # readers never see a half-written file
     except OSError as e:  # a read-only OUTPUT_DIR costs the next run a full check, no more
         logger.warning("cannot write the image check cache %s: %s", path, e)
 

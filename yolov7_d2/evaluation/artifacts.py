@@ -38,6 +38,7 @@ from detectron2.utils.events import get_event_storage
 
 from ..data.image_io import read_image
 from ..utils import plots
+from ..utils.io import atomic_write
 from .metrics import (
     CONFUSION_CONF,
     CONFUSION_IOU,
@@ -100,12 +101,14 @@ def append_results_row(path: str, row: Dict[str, object]) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if new_columns or not header:
         header += new_columns
-        tmp = path + ".tmp"
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=header)
-            writer.writeheader()
-            writer.writerows(rows + [row])
-        os.replace(tmp, path)
+
+        def write(tmp: str) -> None:
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=header)
+                writer.writeheader()
+                writer.writerows(rows + [row])
+
+        atomic_write(path, write)
     else:
         with open(path, "a", newline="") as f:
             csv.DictWriter(f, fieldnames=header).writerow(row)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
+from ...utils.io import atomic_write
+
 __all__ = ["ENV_VAR", "PREPARE_SCRIPT", "checkout_dir", "datasets_root", "sha256_of", "Manifest",
            "preparation_lock", "write_json", "BundledDataset"]
 
@@ -89,9 +91,7 @@ class Manifest:
     def write(self, files: Sequence[str], **info) -> dict:
         data = {"version": self.version, **info,
                 "files": {rel: sha256_of(self.root / rel) for rel in sorted(files)}}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(self.path)
+        atomic_write(str(self.path), lambda tmp: Path(tmp).write_text(json.dumps(data, indent=1)))
         return data
 
 
