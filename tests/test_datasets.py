@@ -38,20 +38,27 @@ def test_datasets_root_follows_the_environment(monkeypatch, tmp_path):
     assert datasets_root() == REPO / "datasets"
 
 
-def test_tile_boxes_clips_and_drops_slivers():
+def test_grid_cells_clip_boxes_and_drop_slivers():
     boxes = np.array([
-        [10, 10, 50, 50],      # inside tile (0, 0)
-        [400, 100, 440, 140],  # 16 px in tile 0 (40%), 24 px in tile 1 (60%)
-        [414, 200, 454, 240],  # 2 px (5%) in tile 0: kept at the limit; 95% in tile 1
-        [415, 300, 455, 340],  # 1 px (2.5%) in tile 0: dropped there
-        [850, 10, 880, 40],    # in the right margin that fills no tile: in none
+        [10, 10, 50, 50],      # inside cell (0, 0)
+        [400, 100, 440, 140],  # 16 px in cell 0 (40%), 24 px in cell 1 (60%)
+        [414, 200, 454, 240],  # 2 px (5%) in cell 0: kept at the limit; 95% in cell 1
+        [415, 300, 455, 340],  # 1 px (2.5%) in cell 0: dropped there
+        [850, 10, 880, 40],    # in the right margin: the short cell 2
+        [820, 450, 860, 490],  # across cells 1 and 2 of the second, short row
     ], dtype=float)
-    tiles = df.tile_boxes(900, 500, boxes, tile=416, min_visible=0.05)
-    assert [(x, y) for x, y, _ in tiles] == [(0, 0), (416, 0)]
-    (_, _, t0), (_, _, t1) = tiles
+    cells = df.grid_cells(900, 500, boxes, tile=416, min_visible=0.05)
+    assert [c[:4] for c in cells] == [(0, 0, 416, 416), (416, 0, 416, 416), (832, 0, 68, 416),
+                                      (0, 416, 416, 84), (416, 416, 416, 84),
+                                      (832, 416, 68, 84)]
+    t0, t1, t2, t3, t4, t5 = (c[4] for c in cells)
     np.testing.assert_array_equal(t0, [[10, 10, 50, 50], [400, 100, 416, 140],
                                        [414, 200, 416, 240]])
     np.testing.assert_array_equal(t1, [[0, 100, 24, 140], [0, 200, 38, 240], [0, 300, 39, 340]])
+    np.testing.assert_array_equal(t2, [[18, 10, 48, 40]])
+    assert len(t3) == 0
+    np.testing.assert_array_equal(t4, [[404, 34, 416, 74]])
+    np.testing.assert_array_equal(t5, [[0, 34, 28, 74]])
 
 
 def _voc_xml(file_name, width, height, boxes):
@@ -63,12 +70,14 @@ def _voc_xml(file_name, width, height, boxes):
 
 
 def test_build_tiles_from_a_synthetic_wheel(tmp_path):
-    """Two images: 900x880 (2x2 tiles; the third in reading order goes to val) and 300x300
-    (smaller than a tile: skipped)."""
+    """Two images: 900x880 (2x2 tiles, the third in reading order in val; the 68 px right
+    strip gives two extra pieces, the 48 px bottom strip is too thin) and 300x300 (smaller
+    than a tile: one extra piece)."""
     rng = np.random.default_rng(0)
     wheel = tmp_path / "fake.whl"
     big_boxes = [[20, 20, 60, 60], [430, 20, 470, 60], [20, 430, 60, 470],
-                 [500, 500, 540, 540], [400, 30, 430, 60]]
+                 [500, 500, 540, 540], [400, 30, 430, 60], [850, 100, 890, 140],
+                 [100, 850, 140, 870]]
     with zipfile.ZipFile(wheel, "w") as z:
         for name, (w, h), boxes in [("big", (900, 880), big_boxes),
                                     ("small", (300, 300), [[10, 10, 40, 40]])]:
@@ -79,7 +88,8 @@ def test_build_tiles_from_a_synthetic_wheel(tmp_path):
     out = tmp_path / "out"
     built = df.build_deepforest_tiles(wheel, out)
     # tiles in reading order: (0,0) train, (416,0) train, (0,416) val, (416,416) train
-    assert built["counts"] == {"train": {"images": 3, "boxes": 5}, "val": {"images": 1, "boxes": 1}}
+    assert built["counts"] == {"train": {"images": 3, "boxes": 5}, "val": {"images": 1, "boxes": 1},
+                               "extra": {"images": 3, "boxes": 2}}
     train = load_coco_json(str(out / "annotations/train.json"), str(out), "fake_deepforest_train")
     val = load_coco_json(str(out / "annotations/val.json"), str(out), "fake_deepforest_val")
     assert [Path(d["file_name"]).name for d in val] == ["big_x0000_y0416.png"]
@@ -88,8 +98,19 @@ def test_build_tiles_from_a_synthetic_wheel(tmp_path):
     assert boxes["big_x0000_y0000.png"] == [[20, 20, 40, 40], [400, 30, 16, 30]]
     assert boxes["big_x0416_y0000.png"] == [[14, 20, 40, 40], [0, 30, 14, 30]]
     assert all(a["category_id"] == 0 for d in train for a in d["annotations"])
-    for name in ("fake_deepforest_train", "fake_deepforest_val"):
+    extra = load_coco_json(str(out / "annotations/extra.json"), str(out), "fake_deepforest_extra")
+    assert [(Path(d["file_name"]).name, Image.open(d["file_name"]).size,
+             [a["bbox"] for a in d["annotations"]]) for d in extra] == [
+        ("big_x0832_y0000.png", (68, 416), [[18, 100, 40, 40]]),
+        ("big_x0832_y0416.png", (68, 416), []),
+        ("small_x0000_y0000.png", (300, 300), [[10, 10, 30, 30]])]
+    for name in ("fake_deepforest_train", "fake_deepforest_val", "fake_deepforest_extra"):
         MetadataCatalog.remove(name)
+
+
+def _images(root: Path, split: str) -> list:
+    """The "images" entries of a prepared split's COCO json."""
+    return json.loads((root / "annotations" / f"{split}.json").read_text())["images"]
 
 
 def test_deepforest_real_wheel(tmp_path):
@@ -99,7 +120,8 @@ def test_deepforest_real_wheel(tmp_path):
     root = tmp_path / "deepforest"
     names = df.register_deepforest(root)
     try:
-        assert names == ["deepforest_trees_train", "deepforest_trees_val"]
+        assert names == ["deepforest_trees_train", "deepforest_trees_val",
+                         "deepforest_trees_extra"]
         assert not root.exists()  # registering prepares nothing
         with pytest.raises(FileNotFoundError, match=r"python tools/prepare_datasets.py --only "
                                                     r"deepforest --dir .*deepforest`"):
@@ -108,16 +130,28 @@ def test_deepforest_real_wheel(tmp_path):
         prepare_bundled_datasets(["deepforest_trees_val", "coco_2017_val", *names])
         train = DatasetCatalog.get("deepforest_trees_train")
         val = DatasetCatalog.get("deepforest_trees_val")
+        extra = DatasetCatalog.get("deepforest_trees_extra")
         assert MetadataCatalog.get("deepforest_trees_train").thing_classes == ["tree"]
         assert MetadataCatalog.get("deepforest_trees_val").json_file == str(
             root / "annotations" / "val.json")
-        counts = [(len(ds), sum(len(d["annotations"]) for d in ds)) for ds in (train, val)]
-        assert counts == [(21, 503), (10, 231)], counts
+        counts = [(len(ds), sum(len(d["annotations"]) for d in ds))
+                  for ds in (train, val, extra)]
+        assert counts == [(21, 503), (10, 231), (16, 352)], counts
         assert {d["width"] for d in train + val} == {416}
         assert {Path(d["file_name"]).stem.split("_x")[0] for d in train} == {
             "2019_YELL_2_528000_4978000_image_crop2", "2019_YELL_2_541000_4977000_image_crop"}
+        # the extra pieces: no pixel of a val tile
+        val_boxes = [(d["source"], d["x0"], d["y0"]) for d in _images(root, "val")]
+        for d in _images(root, "extra"):
+            for src, x0, y0 in val_boxes:
+                assert d["source"] != src or (d["x0"] >= x0 + 416 or d["x0"] + d["width"] <= x0
+                                              or d["y0"] >= y0 + 416
+                                              or d["y0"] + d["height"] <= y0)
+        assert {d["source"] for d in _images(root, "extra")} == {
+            "2019_YELL_2_528000_4978000_image_crop2", "2019_YELL_2_541000_4977000_image_crop",
+            "OSBS_029", "SOAP_061"}
         manifest = json.loads((root / "manifest.json").read_text())
-        assert manifest["source_sha256"] == df.WHEEL_SHA256 and len(manifest["files"]) == 33
+        assert manifest["source_sha256"] == df.WHEEL_SHA256 and len(manifest["files"]) == 50
 
         # idempotent: a second preparation finds everything in place and downloads nothing
         wheel = next((root / "_download").glob("*.whl"))

@@ -3,7 +3,8 @@
 sizes.
 
 * deepforest: NEON aerial tree crowns from the PyPI wheel deepforest==2.1.0 (pip download),
-  tiled to 416 px; registered as deepforest_trees_train / deepforest_trees_val.
+  tiled to 416 px; registered as deepforest_trees_train / deepforest_trees_val, and
+  deepforest_trees_extra (the edge strips the tiles leave and two small images).
 * labelme_examples: 3 VOC photos, 12 polygon objects, from the Debian package
   labelme-examples (apt-get download); registered as labelme_examples.
 
@@ -176,7 +177,7 @@ def main(argv=None) -> int:
         if name == df.NAME:
             info = prepare_deepforest(directory, force=args.force)
             for split, c in info["counts"].items():
-                print(f"deepforest_trees_{split}: {c['images']} tiles, {c['boxes']} boxes "
+                print(f"deepforest_trees_{split}: {c['images']} images, {c['boxes']} boxes "
                       f"({info[split + '_json']})")
         else:
             info = prepare_labelme_examples(directory, deb=args.labelme_deb, force=args.force)

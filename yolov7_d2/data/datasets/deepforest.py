@@ -9,20 +9,26 @@ train_net.py and the tools run that tool for the registered splits on first use.
 The tiling:
 
 1. Every image of ``deepforest/data/`` with a Pascal VOC xml (4 images, 951 boxes) is read
-   from the wheel. Images at least one tile wide and high (the two 2019_YELL crops,
-   2299x2472 and 1249x1035, 853 boxes) are cut into non-overlapping :data:`TILE` px tiles
-   from the top-left corner; the remainder at the right / bottom edges is not used, and
-   the two 400x400 images (smaller than a tile) are skipped.
-2. A box goes to every tile it overlaps, clipped to it, if the clipped part keeps at least
+   from the wheel and cut along a grid of :data:`TILE` px cells from its top-left corner.
+   Whole cells are the tiles (the two 2019_YELL crops, 2299x2472 and 1249x1035, give 31);
+   the cells the right and bottom edges cut short, and the two 400x400 images (one short
+   cell each), are the "extra" pieces if both their sides are at least
+   :data:`MIN_PIECE_SIDE` px (strips thinner than that are not used).
+2. A box goes to every cell it overlaps, clipped to it, if the clipped part keeps at least
    :data:`MIN_VISIBLE_FRACTION` of its area (smaller slivers are dropped; the mapper's box
-   filter would drop most of them anyway). All labels (Tree, and Alive / Dead in the
-   skipped SOAP image) become the one class ``tree``.
+   filter would drop most of them anyway). All labels (Tree, and Alive / Dead in the SOAP
+   image) become the one class ``tree``.
 3. Split: tiles are numbered in reading order (source images sorted by name, rows top to
-   bottom, tiles left to right); every third tile (number % 3 == 2) is validation. Result:
-   21 train tiles / 503 boxes, 10 val tiles / 231 boxes.
-4. Tiles (PNG) and ``annotations/{train,val}.json`` (COCO, ids from 1) are written under the
-   dataset directory with a ``manifest.json`` of checksums; a later preparation with a valid
-   manifest does nothing.
+   bottom, tiles left to right); every third tile (number % 3 == 2) is validation, the
+   others train. Result: train 21 tiles / 503 boxes, val 10 tiles / 231 boxes, extra 16
+   pieces / 352 boxes (14 pieces of the YELL crops' edge strips, 219-416 x 203-416 px, and
+   the OSBS and SOAP images of other sites). The extra pieces touch no val pixel: like the
+   train tiles, they share only the crowns cut at a val tile's border. No config trains on
+   them; tree recipes are also compared on them, a second held-out set
+   (docs/tree_recipes.md).
+4. Tiles and pieces (PNG) and ``annotations/{train,val,extra}.json`` (COCO, ids from 1) are
+   written under the dataset directory with a ``manifest.json`` of checksums; a later
+   preparation with a valid manifest does nothing.
 """
 from __future__ import annotations
 
@@ -47,7 +53,8 @@ __all__ = [
     "MIN_VISIBLE_FRACTION",
     "PREP_VERSION",
     "deepforest_dir",
-    "tile_boxes",
+    "MIN_PIECE_SIDE",
+    "grid_cells",
     "build_deepforest_tiles",
     "write_deepforest_dataset",
     "register_deepforest",
@@ -62,15 +69,20 @@ WHEEL_SHA256 = "8c2798d8e9be7f0004b194fe207b76c1d9fff6e711b3db67b9508dcd5d00ae54
 TILE = 416
 #: A clipped box is kept if it keeps at least this fraction of its original area.
 MIN_VISIBLE_FRACTION = 0.05
+#: A cell cut short by the image's right or bottom edge is an extra piece if both its sides
+#: are at least this long (px); thinner strips hold no whole crown of this data (median side
+#: 36 px).
+MIN_PIECE_SIDE = 64
 #: Every VAL_EVERY-th tile (number % VAL_EVERY == VAL_EVERY - 1) is validation.
 VAL_EVERY = 3
 CLASSES = ["tree"]
 #: The dataset's name in tools/prepare_datasets.py (``--only``) and its default directory.
 NAME = "deepforest"
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "extra")
 DATA_PREFIX = "deepforest/data/"
 # Bump when the tiling / split rule changes: prepared copies with another version are redone.
-PREP_VERSION = f"deepforest-2.1.0/tile{TILE}/min{MIN_VISIBLE_FRACTION}/val{VAL_EVERY}/v1"
+PREP_VERSION = (f"deepforest-2.1.0/tile{TILE}/min{MIN_VISIBLE_FRACTION}/val{VAL_EVERY}"
+                f"/extra{MIN_PIECE_SIDE}/v2")
 
 
 def deepforest_dir(root: Optional[str | Path] = None) -> Path:
@@ -88,25 +100,28 @@ def _parse_voc(xml_bytes: bytes) -> Tuple[str, int, int, np.ndarray]:
     return root.findtext("filename"), width, height, np.array(boxes).reshape(-1, 4)
 
 
-def tile_boxes(width: int, height: int, boxes: np.ndarray, tile: int = TILE,
-               min_visible: float = MIN_VISIBLE_FRACTION) -> List[Tuple[int, int, np.ndarray]]:
-    """Non-overlapping ``tile`` squares from the top-left corner (rows, then columns; edges
-    that do not fill a whole tile are left out), each with its boxes: those overlapping it,
-    clipped and shifted into tile coordinates, if they keep ``min_visible`` of their area.
+def grid_cells(width: int, height: int, boxes: np.ndarray, tile: int = TILE,
+               min_visible: float = MIN_VISIBLE_FRACTION
+               ) -> List[Tuple[int, int, int, int, np.ndarray]]:
+    """The cells of a ``tile`` px grid from the top-left corner (rows, then columns), the
+    last column and row cut short by the image's edges, each with its boxes: those
+    overlapping it, clipped and shifted into cell coordinates, if they keep ``min_visible``
+    of their area.
 
-    Returns a list of (x0, y0, (M, 4) xyxy boxes in the tile)."""
+    Returns a list of (x0, y0, cell width, cell height, (M, 4) xyxy boxes in the cell)."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    tiles = []
-    for y0 in range(0, height - tile + 1, tile):
-        for x0 in range(0, width - tile + 1, tile):
+    cells = []
+    for y0 in range(0, height, tile):
+        for x0 in range(0, width, tile):
+            x1, y1 = min(x0 + tile, width), min(y0 + tile, height)
             clipped = boxes.copy()
-            clipped[:, [0, 2]] = clipped[:, [0, 2]].clip(x0, x0 + tile)
-            clipped[:, [1, 3]] = clipped[:, [1, 3]].clip(y0, y0 + tile)
+            clipped[:, [0, 2]] = clipped[:, [0, 2]].clip(x0, x1)
+            clipped[:, [1, 3]] = clipped[:, [1, 3]].clip(y0, y1)
             cw, ch = clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1]
             keep = (cw > 0) & (ch > 0) & (cw * ch >= min_visible * area)
-            tiles.append((x0, y0, clipped[keep] - [x0, y0, x0, y0]))
-    return tiles
+            cells.append((x0, y0, x1 - x0, y1 - y0, clipped[keep] - [x0, y0, x0, y0]))
+    return cells
 
 
 def _read_sources(wheel: Path) -> List[Tuple[str, np.ndarray, np.ndarray]]:
@@ -145,32 +160,35 @@ def build_deepforest_tiles(wheel: Path, out_dir: Path, tile: int = TILE,
             for s in SPLITS}
     files: List[str] = []
     number = 0
-    skipped = []
+    unused = []
     for stem, image, boxes in _read_sources(wheel):
         h, w = image.shape[:2]
-        if h < tile or w < tile:
-            skipped.append(f"{stem} ({w}x{h}, {len(boxes)} boxes)")
-            continue
-        for x0, y0, tile_boxes_ in tile_boxes(w, h, boxes, tile, min_visible):
-            split = SPLITS[1] if number % VAL_EVERY == VAL_EVERY - 1 else SPLITS[0]
-            number += 1
+        for x0, y0, cw, ch, cell_boxes in grid_cells(w, h, boxes, tile, min_visible):
+            if (cw, ch) == (tile, tile):
+                split = SPLITS[1] if number % VAL_EVERY == VAL_EVERY - 1 else SPLITS[0]
+                number += 1
+            elif min(cw, ch) >= MIN_PIECE_SIDE:
+                split = SPLITS[2]
+            else:
+                unused.append(f"{stem} x{x0} y{y0} ({cw}x{ch}, {len(cell_boxes)} boxes)")
+                continue
             rel = f"{split}/{stem}_x{x0:04d}_y{y0:04d}.png"
             (out_dir / split).mkdir(parents=True, exist_ok=True)
-            crop = np.ascontiguousarray(image[y0:y0 + tile, x0:x0 + tile])
+            crop = np.ascontiguousarray(image[y0:y0 + ch, x0:x0 + cw])
             Image.fromarray(crop).save(out_dir / rel)
             files.append(rel)
             data = coco[split]
             image_id = len(data["images"]) + 1
-            data["images"].append({"id": image_id, "file_name": rel, "width": tile,
-                                   "height": tile, "source": stem, "x0": x0, "y0": y0})
-            for x1, y1, x2, y2 in tile_boxes_.tolist():
+            data["images"].append({"id": image_id, "file_name": rel, "width": cw,
+                                   "height": ch, "source": stem, "x0": x0, "y0": y0})
+            for x1, y1, x2, y2 in cell_boxes.tolist():
                 data["annotations"].append({
                     "id": len(data["annotations"]) + 1, "image_id": image_id, "category_id": 1,
                     "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
                     "iscrowd": 0})
-    if skipped:
-        logger.info("DeepForest: images smaller than one %d px tile, not used: %s",
-                    tile, ", ".join(skipped))
+    if unused:
+        logger.info("DeepForest: edge strips thinner than %d px, not used: %s",
+                    MIN_PIECE_SIDE, ", ".join(unused))
     counts = {}
     for split in SPLITS:
         rel = f"annotations/{split}.json"
@@ -200,8 +218,8 @@ def write_deepforest_dataset(wheel: Path, out_dir: Path) -> dict:
 
 
 def register_deepforest(root: Optional[str | Path] = None) -> List[str]:
-    """Register ``deepforest_trees_train`` and ``deepforest_trees_val`` (one class,
-    ``tree``) in ``deepforest_dir(root)``. Nothing is downloaded: ``tools/prepare_datasets.py``
+    """Register ``deepforest_trees_train``, ``deepforest_trees_val`` and
+    ``deepforest_trees_extra`` (one class, ``tree``) in ``deepforest_dir(root)``. Nothing is downloaded: ``tools/prepare_datasets.py``
     prepares the tiles (train_net.py and the tools run it on first use; see
     :class:`~.prepared.BundledDataset`). Returns the registered names."""
     out_dir = deepforest_dir(root)
