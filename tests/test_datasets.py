@@ -142,12 +142,13 @@ def test_deepforest_real_wheel(tmp_path):
             "2019_YELL_2_528000_4978000_image_crop2", "2019_YELL_2_541000_4977000_image_crop"}
         # the extra pieces: no pixel of a val tile
         val_boxes = [(d["source"], d["x0"], d["y0"]) for d in _images(root, "val")]
-        for d in _images(root, "extra"):
+        extra_images = _images(root, "extra")
+        for d in extra_images:
             for src, x0, y0 in val_boxes:
                 assert d["source"] != src or (d["x0"] >= x0 + 416 or d["x0"] + d["width"] <= x0
                                               or d["y0"] >= y0 + 416
                                               or d["y0"] + d["height"] <= y0)
-        assert {d["source"] for d in _images(root, "extra")} == {
+        assert {d["source"] for d in extra_images} == {
             "2019_YELL_2_528000_4978000_image_crop2", "2019_YELL_2_541000_4977000_image_crop",
             "OSBS_029", "SOAP_061"}
         manifest = json.loads((root / "manifest.json").read_text())

@@ -98,8 +98,7 @@ def append_results_row(path: str, row: Dict[str, object]) -> None:
             header = list(reader.fieldnames or [])
             rows = list(reader)
     new_columns = [k for k in row if k not in header]
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if new_columns or not header:
+    if new_columns or not header:  # also a new file: atomic_write creates its folder
         header += new_columns
 
         def write(tmp: str) -> None:

@@ -219,9 +219,10 @@ def write_deepforest_dataset(wheel: Path, out_dir: Path) -> dict:
 
 def register_deepforest(root: Optional[str | Path] = None) -> List[str]:
     """Register ``deepforest_trees_train``, ``deepforest_trees_val`` and
-    ``deepforest_trees_extra`` (one class, ``tree``) in ``deepforest_dir(root)``. Nothing is downloaded: ``tools/prepare_datasets.py``
-    prepares the tiles (train_net.py and the tools run it on first use; see
-    :class:`~.prepared.BundledDataset`). Returns the registered names."""
+    ``deepforest_trees_extra`` (one class, ``tree``) in ``deepforest_dir(root)``. Nothing is
+    downloaded: ``tools/prepare_datasets.py`` prepares the tiles (train_net.py and the tools
+    run it on first use; see :class:`~.prepared.BundledDataset`). Returns the registered
+    names."""
     out_dir = deepforest_dir(root)
     bundled = BundledDataset(NAME, out_dir, PREP_VERSION)
     names = []
