@@ -29,6 +29,8 @@ FAST = NARROW + ["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX
 
 @pytest.fixture(scope="module")
 def predictor():
+    # Module-scoped fixtures are built before the per-test seeding: seed the weights here.
+    torch.manual_seed(0)
     return YOLOv7Predictor(load_config(TINY, FAST))
 
 
