@@ -1,6 +1,11 @@
 """SOLVER.AMP.ENABLED picks bfloat16 on the CPU only where the CPU computes it natively."""
 import logging
+import os
+import platform
+import subprocess
+import sys
 
+import pytest
 import torch
 
 from yolov7_d2.engine import YOLOv7TrainLoop
@@ -21,6 +26,18 @@ def test_autocast_dtype_per_device(caplog):
 
 def test_native_bf16_is_what_onednn_reports():
     assert cpu_has_native_bf16() == torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 ISA caps")
+def test_onednn_capped_at_avx2_trains_in_float32():
+    # How docs/tree_recipes.md runs an AVX2-only CPU's code paths on a newer x86 CPU: with
+    # oneDNN and ATen capped at AVX2, oneDNN reports no native bfloat16, so AMP is float32.
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+    code = ("import torch; from yolov7_d2.engine.amp import autocast_dtype; "
+            "print(torch.backends.cpu.get_cpu_capability(), autocast_dtype(True, 'cpu'))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.split()[-2:] == ["AVX2", "None"]
 
 
 class _DtypeProbe(torch.nn.Module):
