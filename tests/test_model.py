@@ -7,7 +7,9 @@ import torch
 from yolov7_d2.config import load_config
 from yolov7_d2.modeling import reparameterize
 from yolov7_d2.modeling.flops import count_gflops
+from yolov7_d2.modeling.head import YOLOv7Head
 
+from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
@@ -103,6 +105,27 @@ def test_reparameterized_model_gives_same_outputs(name, size):
         after = model.forward_raw(x)["lead"]
     assert max((a - b).abs().max().item() for a, b in zip(before, after)) < 1e-4
     assert model.head.implicit_a is None and model.aux_head is None
+
+
+def test_head_folds_implicit_knowledge_into_the_official_function_and_gradients():
+    head = YOLOv7Head(input_shapes=[ShapeSpec(channels=8, stride=8)], conv_channels=[16],
+                      num_classes=2, act="silu").train()
+    add, mul = head.implicit_a[0].implicit, head.implicit_m[0].implicit
+    with torch.no_grad():
+        add.normal_(0.0, 0.5)
+        mul.normal_(1.0, 0.5)
+    x = torch.randn(2, 8, 6, 5)
+    weights = torch.randn(2, 3, 6, 5, 7)  # a random linear function of the output
+    params = [add, mul, head.predictors[0].weight, head.predictors[0].bias]
+
+    official = head.predictors[0](head.convs[0](x) + add) * mul  # IDetect's training forward
+    official = official.view(2, 3, 7, 6, 5).permute(0, 1, 3, 4, 2)
+    official_grads = torch.autograd.grad((official * weights).sum(), params)
+    (ours,) = head([x])
+    grads = torch.autograd.grad((ours * weights).sum(), params)
+    torch.testing.assert_close(ours, official, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, official_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
 def test_eval_on_real_photos_returns_instances_at_original_size():

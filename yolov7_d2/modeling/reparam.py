@@ -10,16 +10,14 @@ __all__ = ["fold_implicit_knowledge", "reparameterize", "inference_form"]
 
 @torch.no_grad()
 def fold_implicit_knowledge(head: YOLOv7Head) -> None:
-    """Fold ImplicitA / ImplicitM into each prediction conv in place (official IDetect.fuse):
-    conv(x + a) * m = (W * m) x + (b + W a) * m."""
+    """Fold ImplicitA / ImplicitM into each prediction conv in place (official IDetect.fuse),
+    with :meth:`~.head.YOLOv7Head.folded_prediction`."""
     if head.implicit_a is None:
         return
-    for conv, add, mul in zip(head.predictors, head.implicit_a, head.implicit_m):
-        weight = conv.weight.flatten(1)  # (O, C): 1x1 conv
-        conv.bias.add_(weight @ add.implicit.flatten())
-        scale = mul.implicit.flatten()
-        conv.bias.mul_(scale)
-        conv.weight.mul_(scale.view(-1, 1, 1, 1))
+    for level, conv in enumerate(head.predictors):
+        weight, bias = head.folded_prediction(level)
+        conv.weight.copy_(weight)
+        conv.bias.copy_(bias)
     head.implicit_a = head.implicit_m = None
 
 

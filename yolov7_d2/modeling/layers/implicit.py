@@ -6,24 +6,22 @@ __all__ = ["ImplicitA", "ImplicitM"]
 
 
 class ImplicitA(nn.Module):
-    """Learned additive vector (1, C, 1, 1), initialised N(0, 0.02): ``x + implicit``."""
+    """Learned additive vector (1, C, 1, 1), initialised N(0, 0.02): ``x + implicit`` on the
+    input of a prediction conv, which :class:`~..head.YOLOv7Head` folds into that conv's bias
+    rather than computing the sum."""
 
     def __init__(self, channels: int, std: float = 0.02):
         super().__init__()
         self.implicit = nn.Parameter(torch.empty(1, channels, 1, 1))
         nn.init.normal_(self.implicit, mean=0.0, std=std)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.implicit
-
 
 class ImplicitM(nn.Module):
-    """Learned multiplicative vector (1, C, 1, 1), initialised N(1, 0.02): ``x * implicit``."""
+    """Learned multiplicative vector (1, C, 1, 1), initialised N(1, 0.02): ``x * implicit`` on
+    the output of a prediction conv, which :class:`~..head.YOLOv7Head` folds into that conv's
+    weight and bias rather than computing the product."""
 
     def __init__(self, channels: int, std: float = 0.02):
         super().__init__()
         self.implicit = nn.Parameter(torch.empty(1, channels, 1, 1))
         nn.init.normal_(self.implicit, mean=1.0, std=std)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.implicit
