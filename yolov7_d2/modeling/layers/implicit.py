@@ -7,8 +7,8 @@ __all__ = ["ImplicitA", "ImplicitM"]
 
 class ImplicitA(nn.Module):
     """Learned additive vector (1, C, 1, 1), initialised N(0, 0.02): ``x + implicit`` on the
-    input of a prediction conv, which :class:`~..head.YOLOv7Head` folds into that conv's bias
-    rather than computing the sum."""
+    input of a prediction conv, which :class:`~yolov7_d2.modeling.head.YOLOv7Head` folds
+    into that conv's bias rather than computing the sum."""
 
     def __init__(self, channels: int, std: float = 0.02):
         super().__init__()
@@ -18,8 +18,8 @@ class ImplicitA(nn.Module):
 
 class ImplicitM(nn.Module):
     """Learned multiplicative vector (1, C, 1, 1), initialised N(1, 0.02): ``x * implicit`` on
-    the output of a prediction conv, which :class:`~..head.YOLOv7Head` folds into that conv's
-    weight and bias rather than computing the product."""
+    the output of a prediction conv, which :class:`~yolov7_d2.modeling.head.YOLOv7Head` folds
+    into that conv's weight and bias rather than computing the product."""
 
     def __init__(self, channels: int, std: float = 0.02):
         super().__init__()
