@@ -20,7 +20,9 @@ official column is left empty. Rows (``--rows``):
 * e2e: 640x480 photos end to end at detect.py's thresholds (0.25, IoU 0.45), one and a
   batch of 8: official letterbox, forward of the fused model, ``non_max_suppression``,
   ``scale_coords``; ours :class:`~yolov7_d2.predictor.YOLOv7Predictor` with its defaults
-  (deploy form, NHWC; ``predict_batch`` for 8).
+  (deploy form, NHWC; ``predict_batch`` for 8) in float32 and, on a CPU with native
+  bfloat16, also under its default bfloat16 autocast (``TEST.YOLOV7.AMP``; the official code
+  runs float32 on any CPU and float16 on CUDA).
 * onnx: our raw-head ONNX export (``tools/export_onnx.py``) run by onnxruntime on the
   forward row's inputs, and end to end on the photo through
   :class:`~yolov7_d2.export.onnx_predictor.ONNXPredictor`; needs the ``onnx`` extra.
@@ -66,6 +68,7 @@ import yolov7_d2  # noqa: E402,F401  (compat shims, registrations)
 from yolov7_d2.config import load_config  # noqa: E402
 from yolov7_d2.convert import official_to_yolov7, read_official_checkpoint  # noqa: E402
 from yolov7_d2.modeling import reparameterize  # noqa: E402
+from yolov7_d2.utils.amp import inference_autocast_dtype  # noqa: E402
 from yolov7_d2.utils.cpu import cpu_model_and_flags  # noqa: E402
 from yolov7_d2.utils.memory import available_memory_bytes  # noqa: E402
 
@@ -220,16 +223,19 @@ def e2e_rows(off, repeats):
     from yolov7_d2.predictor import YOLOv7Predictor
 
     image = photo_640x480()
+    native_bf16 = inference_autocast_dtype("cpu") is not None
     rows = []
     for name in ("yolov7-tiny", "yolov7"):
         pair = Pair(off, name, "MODEL.YOLOV7.CONF_THRESH_TEST", "0.25",
                     "MODEL.YOLOV7.NMS_THRESH_TEST", "0.45")
+        predictors = {}
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "model.pth")
             torch.save({"model": pair.ours.state_dict()}, path)
-            cfg = pair.cfg.clone()
-            cfg.MODEL.WEIGHTS = path
-            predictor = YOLOv7Predictor(cfg)
+            for amp in (False, True) if native_bf16 else (False,):
+                cfg = pair.cfg.clone()
+                cfg.MODEL.WEIGHTS, cfg.TEST.YOLOV7.AMP = path, amp
+                predictors[amp] = YOLOv7Predictor(cfg)
         detect = None
         if pair.official is not None:
             with torch.no_grad():
@@ -237,9 +243,14 @@ def e2e_rows(off, repeats):
         for batch in (1, 8):
             images = [image] * batch
             t_off, t_ours = interleaved(detect and (lambda: detect(images)),
-                                        lambda: predictor.predict_batch(images), repeats)
-            rows.append((f"end to end, 640x480 photos, detect.py thresholds, {name} b{batch}",
-                         t_off, t_ours))
+                                        lambda: predictors[False].predict_batch(images), repeats)
+            label = f"end to end, 640x480 photos, detect.py thresholds, {name} b{batch}"
+            rows.append((label + (", float32" if native_bf16 else ""), t_off, t_ours))
+            if native_bf16:
+                _, t_bf16 = interleaved(None, lambda: predictors[True].predict_batch(images),
+                                        repeats)
+                rows.append((f"same, bfloat16 autocast (the default on this CPU), {name} "
+                             f"b{batch}", t_off, t_bf16))
     return rows
 
 

@@ -23,8 +23,8 @@ import torch
 import yolov7_d2  # noqa: F401  (detectron2 compat shims, registrations)
 from yolov7_d2.config import load_config
 from yolov7_d2.engine import prepare_bundled_datasets, setup_yolov7_run
-from yolov7_d2.engine.amp import cpu_has_native_bf16
 from yolov7_d2.engine.time_budget import time_training_iterations
+from yolov7_d2.utils.amp import cpu_has_native_bf16
 from yolov7_d2.utils.cpu import cpu_model_and_flags
 
 from detectron2.utils.logger import setup_logger

@@ -166,6 +166,11 @@ def add_yolov7_config(cfg: CN) -> None:
     # (up to 8 views, as many times the inference cost) and merges them before NMS, as the
     # official augmented inference merges its views. (): none (official test.py default).
     cfg.TEST.YOLOV7.FLIPS = ()
+    # Inference (evaluation, predictor, demo) under autocast where the device computes the
+    # reduced precision natively: float16 on CUDA (official test.py / detect.py run half),
+    # bfloat16 on CPUs with AVX512-BF16 or AMX (about half the float32 time), float32 on
+    # other CPUs. Decoding and NMS run in float32. False: float32 everywhere.
+    cfg.TEST.YOLOV7.AMP = True
     # Write results csv, PR / F1 curves, confusion matrix and prediction images into OUTPUT_DIR.
     cfg.TEST.YOLOV7.ARTIFACTS = True
     # Validation images drawn with their predictions per evaluation, and augmented training

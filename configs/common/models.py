@@ -84,6 +84,9 @@ def yolov7_model(arch_name: str = "yolov7"):
         reparameterized=False,
         # NHWC weights and activations: same outputs, faster convolutions.
         channels_last=True,
+        # Inference in bfloat16 on CPUs that compute it natively, float16 on CUDA
+        # (TEST.YOLOV7.AMP).
+        inference_amp=True,
     )
 
 

@@ -29,7 +29,7 @@ from ..data.validate import check_datasets, dataset_dicts_from_config
 from ..evaluation import YOLOv7COCOEvaluator
 from ..evaluation.artifacts import YOLOv7ArtifactsEvaluator, YOLOv7Evaluators
 from ..numerics import BufferSnapshot, check_finite_parameters, non_finite_loss_error
-from .amp import autocast_dtype
+from ..utils.amp import autocast_dtype
 from .ema import ModelEMA, unwrap_model
 from .hooks import AnchorCheckHook, EarlyStop, TrainingArtifactsHook, yolov7_training_hooks
 from .optimizer import build_yolov7_optimizer

@@ -40,15 +40,18 @@ def decode_predictions(predictions: List[Tensor], anchors: Tensor, strides: List
     """Decode raw head maps into boxes and probabilities in input-image pixels.
 
     Args:
-        predictions: L maps (N, A, H_l, W_l, 5 + K), raw logits.
+        predictions: L maps (N, A, H_l, W_l, 5 + K), raw logits (any float dtype).
         anchors: (L, A, 2) anchor (w, h) in pixels.
         strides: L strides in pixels.
     Returns:
-        (N, R, 5 + K): [cx, cy, w, h, objectness, class probabilities...] for all
+        (N, R, 5 + K) float32: [cx, cy, w, h, objectness, class probabilities...] for all
         R = sum A * H_l * W_l priors.
     """
     decoded = []
     for level, raw in enumerate(predictions):
+        # Maps of a reduced-precision forward decode in float32: bfloat16 would round box
+        # coordinates of a 640 px image to 2-4 px.
+        raw = raw.float()
         n, a, h, w, k = raw.shape
         gy, gx = torch.meshgrid(
             torch.arange(h, device=raw.device, dtype=raw.dtype),

@@ -12,6 +12,7 @@ from detectron2.structures import Boxes, ImageList, Instances
 
 from ..data.augment import PAD_VALUE
 from ..data.eval_letterbox import boxes_to_resized_image
+from ..utils.amp import inference_autocast_dtype
 from .arch import get_arch
 from .box_coder import decode_predictions
 from .box_ops import cxcywh_to_xyxy
@@ -59,6 +60,7 @@ class YOLOv7(DenseDetector):
         channels_last: bool = False,
         test_flips: Sequence[str] = (),
         norm: str = "BN",
+        inference_amp: bool = False,
     ):
         """
         Args:
@@ -84,6 +86,10 @@ class YOLOv7(DenseDetector):
                 merges the predictions of all views before NMS. () (default): one view.
             loss: the training loss (a :class:`YOLOv7Loss`), called as ``loss(lead_maps,
                 aux_maps_or_None, gt_boxes, gt_classes, anchors, strides)`` -> dict of losses.
+            inference_amp: run inference under autocast where the device computes the
+                reduced precision natively (:func:`~yolov7_d2.utils.amp.inference_autocast_dtype`:
+                CUDA float16, bfloat16 on CPUs with AVX512-BF16 / AMX); decoding and NMS stay
+                float32.
         """
         # The auxiliary head's features follow the lead head's in ``head_in_features``:
         # DenseDetector hands them all to forward_training, the lead head reads its own.
@@ -110,6 +116,7 @@ class YOLOv7(DenseDetector):
         self.conf_thresh, self.nms_thresh = conf_thresh, nms_thresh
         self.max_detections, self.max_nms_candidates = max_detections, max_nms_candidates
         self.multi_label = multi_label
+        self.inference_amp = inference_amp
         self.flipped_views = flip_views(test_flips)[1:]  # the identity is the plain forward
         self.loss = loss
         convert_batch_norm(self, norm)
@@ -147,8 +154,18 @@ class YOLOv7(DenseDetector):
             "channels_last": yolo.CHANNELS_LAST,
             "test_flips": tuple(cfg.TEST.YOLOV7.FLIPS),
             "norm": yolo.NORM,
+            "inference_amp": cfg.TEST.YOLOV7.AMP,
             "loss": YOLOv7Loss(cfg, num_levels=len(names), aux=aux_head is not None),
         }
+
+    def forward(self, batched_inputs: List[Dict[str, Tensor]]):
+        """``DenseDetector.forward``; inference under autocast with ``inference_amp`` (see
+        :meth:`__init__`)."""
+        dtype = None
+        if self.inference_amp and not self.training:
+            dtype = inference_autocast_dtype(self.device.type)
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            return super().forward(batched_inputs)
 
     def preprocess_image(self, batched_inputs: List[Dict[str, Tensor]]) -> ImageList:
         """Normalize ("image" is (C, H, W) in INPUT.FORMAT, 0..255), pad with grey 114, and
