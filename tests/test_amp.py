@@ -16,6 +16,7 @@ from yolov7_d2.utils import amp
 from yolov7_d2.utils.amp import autocast_dtype, cpu_has_native_bf16, inference_autocast_dtype
 
 from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from photos import photo
@@ -106,16 +107,37 @@ def _decoded_rows(monkeypatch, model, image):
     return seen["maps"], seen["rows"]
 
 
+def _narrow_tiny():
+    cfg = load_config("configs/coco/yolov7-tiny.yaml", [
+        "MODEL.DEVICE", "cpu", "MODEL.YOLOV7.WIDTH_MULTIPLE", "0.25"])
+    return build_model(cfg)
+
+
+def _photo_tensor():
+    return torch.as_tensor(photo("coffee")[:128, :128].transpose(2, 0, 1).astype("float32"))
+
+
+def test_training_keeps_the_train_loops_autocast():
+    """TEST.YOLOV7.AMP acts on inference only: in training the head runs in the dtype of the
+    train loop's autocast (SOLVER.AMP.ENABLED), not float32."""
+    model = _narrow_tiny().train()
+    seen = []
+    model.head.register_forward_hook(lambda module, inputs, maps: seen.append(maps[0].dtype))
+    instances = Instances((128, 128), gt_boxes=Boxes(torch.tensor([[10.0, 20.0, 60.0, 90.0]])),
+                          gt_classes=torch.tensor([0]))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model([{"image": _photo_tensor(), "instances": instances}])
+    assert seen == [torch.bfloat16] and all(torch.isfinite(v) for v in losses.values())
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_inference_autocast_where_native(monkeypatch, native):
     """TEST.YOLOV7.AMP: the convolutions of inference run in bfloat16 where the CPU has it
     natively and the rows decode in float32, close to a float32 inference; elsewhere inference
     is float32, bit for bit. (yolov7-tiny at width 0.25, random weights, a 128-px photo.)"""
-    cfg = load_config("configs/coco/yolov7-tiny.yaml", [
-        "MODEL.DEVICE", "cpu", "MODEL.YOLOV7.WIDTH_MULTIPLE", "0.25"])
-    model = build_model(cfg).eval()
+    model = _narrow_tiny().eval()
     assert model.inference_amp  # the default
-    image = torch.as_tensor(photo("coffee")[:128, :128].transpose(2, 0, 1).astype("float32"))
+    image = _photo_tensor()
     model.inference_amp = False
     maps32, rows32 = _decoded_rows(monkeypatch, model, image)
     model.inference_amp = True

@@ -161,10 +161,13 @@ class YOLOv7(DenseDetector):
     def forward(self, batched_inputs: List[Dict[str, Tensor]]):
         """``DenseDetector.forward``; inference under autocast with ``inference_amp`` (see
         :meth:`__init__`)."""
+        # Training leaves autocast to the trainer (SOLVER.AMP.ENABLED): no context here.
         dtype = None
         if self.inference_amp and not self.training:
             dtype = inference_autocast_dtype(self.device.type)
-        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+        if dtype is None:
+            return super().forward(batched_inputs)
+        with torch.autocast(self.device.type, dtype=dtype):
             return super().forward(batched_inputs)
 
     def preprocess_image(self, batched_inputs: List[Dict[str, Tensor]]) -> ImageList:
