@@ -20,6 +20,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from photos import photo
+from scripts import ROOT
 
 
 def test_autocast_dtype_per_device(caplog):
@@ -108,7 +109,7 @@ def _decoded_rows(monkeypatch, model, image):
 
 
 def _narrow_tiny():
-    cfg = load_config("configs/coco/yolov7-tiny.yaml", [
+    cfg = load_config(str(ROOT / "configs" / "coco" / "yolov7-tiny.yaml"), [
         "MODEL.DEVICE", "cpu", "MODEL.YOLOV7.WIDTH_MULTIPLE", "0.25"])
     return build_model(cfg)
 
