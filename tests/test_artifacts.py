@@ -171,7 +171,8 @@ def test_training_start_hook_on_deepforest(trees_cfg):
     folder = Path(trees_cfg.OUTPUT_DIR) / "artifacts" / "train"
     assert_image(folder / "labels.png", min_side=500)
     batch = cv2.imread(str(folder / "train_batch.jpg"))
-    assert batch.shape[0] >= 2 * 416 and batch.shape[1] >= 2 * 416  # 4 samples, 2 x 2
+    side = trees_cfg.INPUT.YOLOV7.MOSAIC_CROP_SIZE  # the main job's mosaic samples
+    assert side == 320 and batch.shape[0] >= 2 * side and batch.shape[1] >= 2 * side  # 2 x 2
 
 
 def test_visualize_data_tool_writes_n_images(tmp_path):
@@ -181,4 +182,4 @@ def test_visualize_data_tool_writes_n_images(tmp_path):
     files = sorted(out.glob("*.jpg"))
     assert len(files) == 3 and files[0].name.startswith("000_")
     for f in files:
-        assert_image(f, min_side=416)
+        assert_image(f, min_side=320)  # the main job's mosaic samples (MOSAIC_CROP_SIZE)

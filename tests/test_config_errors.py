@@ -130,6 +130,10 @@ def test_missing_or_broken_config_files_are_named(tmp_path):
      "INPUT.YOLOV7.IMAGE_SIZE 1248 is not a multiple of 64, the largest stride of yolov7-w6: "
      "every image would be padded with grey to 1280 px. Use 1216 or 1280."),
     (["INPUT.YOLOV7.IMAGE_SIZE", "0"], "INPUT.YOLOV7.IMAGE_SIZE is 0"),
+    (["INPUT.YOLOV7.MOSAIC_CROP_SIZE", "300"], "INPUT.YOLOV7.MOSAIC_CROP_SIZE is 300: set 0 "
+     "(mosaic samples of INPUT.YOLOV7.IMAGE_SIZE) or the side of the window cut from each "
+     "mosaic, a multiple of 32"),
+    (["INPUT.YOLOV7.MOSAIC_CROP_SIZE", "-32"], "INPUT.YOLOV7.MOSAIC_CROP_SIZE is -32"),
     (["INPUT.MAX_SIZE_TEST", "0"], "INPUT.MAX_SIZE_TEST is 0"),
 ])
 def test_values_that_cannot_work(opts, message):

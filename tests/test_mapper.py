@@ -311,6 +311,39 @@ def test_close_mosaic_switches_to_the_centred_image(tmp_path):
                                                y1 * r + py]), atol=1e-3)
 
 
+def test_mosaic_crop_is_a_window_at_the_same_scale(tmp_path):
+    """INPUT.YOLOV7.MOSAIC_CROP_SIZE: a mosaic sample is the centre window of the one the full
+    size would give (same draws; no translation here), objects at the same scale; plain
+    (close-mosaic) samples stay full size."""
+    dicts = write_dataset(tmp_path)
+    crop = SIZE - 64
+    opts = [*NO_AUG, "INPUT.YOLOV7.TRANSLATE", "0.0", "INPUT.YOLOV7.SCALE", "0.3",
+            "INPUT.YOLOV7.CLOSE_MOSAIC_ITERS", "10", "SOLVER.MAX_ITER", "100"]
+    full = YOLOv7MosaicMapper(make_cfg(*opts), is_train=True, dataset_dicts=dicts)
+    cropped = YOLOv7MosaicMapper(make_cfg(*opts, "INPUT.YOLOV7.MOSAIC_CROP_SIZE", str(crop)),
+                                 is_train=True, dataset_dicts=dicts)
+    checked = 0
+    for k in range(8):
+        big_image, big_boxes, big_classes = check_output(full(dicts[k % 3], iteration=k))
+        image, boxes, classes = check_output(cropped(dicts[k % 3], iteration=k), size=crop)
+        window = big_image[32:32 + crop, 32:32 + crop].astype(int)
+        assert (np.abs(image.astype(int) - window) <= 1).mean() > 0.999, k
+        # Each box is a full-size box moved into the window and clipped to it.
+        expected = np.clip(big_boxes - 32, 0, crop)
+        for box, c in zip(boxes, classes):
+            match = np.abs(expected - box).max(1) < 1e-3
+            assert (match & (big_classes == c)).any(), (k, box)
+            checked += 1
+    assert checked >= 8, checked
+    image, _, _ = check_output(cropped(dicts[1], iteration=95))  # closed: full size, centred
+    np.testing.assert_array_equal(image, check_output(full(dicts[1], iteration=95))[0])
+    # A window as large as the canvas or larger is no crop.
+    larger = YOLOv7MosaicMapper(make_cfg(*opts, "INPUT.YOLOV7.MOSAIC_CROP_SIZE", str(2 * SIZE)),
+                                is_train=True, dataset_dicts=dicts)
+    np.testing.assert_array_equal(larger(dicts[0], iteration=3)["image"],
+                                  full(dicts[0], iteration=3)["image"])
+
+
 def test_close_mosaic_in_dataloader_workers(tmp_path):
     """The train loader gives each sample its iteration, in worker processes too: mosaic
     closes exactly at iteration max_iter - CLOSE_MOSAIC_ITERS."""

@@ -38,7 +38,7 @@ def test_plan_spends_the_budget_on_evaluations_then_iterations():
     # 10 min; 60 s gone; 2 evaluations of 5 s + 10 images x 0.1 s; 5% held back:
     # (600 - 60 - 12) x 0.95 = 501.6 s of 0.5-s iterations = 1003 -> rounded down to 1000.
     cfg = load_config(TREES, ["SOLVER.YOLOV7.TIME_BUDGET_MINUTES", "10.0",
-                              "TEST.EVAL_PERIOD", "310"])
+                              "TEST.EVAL_PERIOD", "310", "INPUT.YOLOV7.MOSAIC_CROP_SIZE", "0"])
     plan = plan_budget(cfg, elapsed_s=60.0, iteration_s=0.5, inference_per_image_s=0.1,
                        num_test_images=10)
     assert (plan.evaluations, plan.eval_s) == (2, 6.0)
@@ -48,6 +48,21 @@ def test_plan_spends_the_budget_on_evaluations_then_iterations():
     assert BudgetPlan(60.0, 61.0, 1.0, 0.0, 0).max_iter == 0
     # No test set: no evaluation to pay for.
     assert plan_budget(cfg, 60.0, 0.5, 0.1, num_test_images=0).evaluations == 0
+
+
+def test_plan_charges_full_size_close_mosaic_iterations_of_a_cropped_run():
+    # Mosaic windows of 208 px from 416 px tiles: the close-mosaic iterations (80 of 620,
+    # plain 416 px samples) have 4x the pixels, so the mean iteration costs
+    # 1 + 80 / 620 x 3 of the measured (mosaic) one.
+    cfg = load_config(TREES, ["SOLVER.YOLOV7.TIME_BUDGET_MINUTES", "10.0",
+                              "INPUT.YOLOV7.MOSAIC_CROP_SIZE", "208"])
+    assert time_budget.mean_step_cost(cfg) == pytest.approx(1 + 80 / 620 * 3)
+    plan = plan_budget(cfg, elapsed_s=0.0, iteration_s=0.5, inference_per_image_s=0.0,
+                       num_test_images=0)
+    assert plan.iteration_s == pytest.approx(0.5 * (1 + 80 / 620 * 3))
+    for no_crop in ("0", "416", "640"):
+        uncropped = load_config(TREES, ["INPUT.YOLOV7.MOSAIC_CROP_SIZE", no_crop])
+        assert time_budget.mean_step_cost(uncropped) == 1.0
 
 
 def test_evaluations_are_every_period_and_at_the_end():

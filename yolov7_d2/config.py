@@ -117,6 +117,10 @@ def add_yolov7_config(cfg: CN) -> None:
     aug.BOX_MIN_AREA_RATIO = 0.1
     # Turn mosaic/mixup/paste-in off for the last N iterations ("close mosaic"); 0 = never.
     aug.CLOSE_MOSAIC_ITERS = 0
+    # Side of the square window cut from each mosaic (0 or >= IMAGE_SIZE: IMAGE_SIZE; not
+    # official): objects keep the IMAGE_SIZE scale, a sample has fewer pixels. Plain
+    # (close-mosaic) samples stay IMAGE_SIZE.
+    aug.MOSAIC_CROP_SIZE = 0
     # Official --multi-scale: each batch resized by a random factor so its long side is in
     # [0.5, 1.5] x IMAGE_SIZE, rounded to the model stride.
     aug.MULTI_SCALE = False

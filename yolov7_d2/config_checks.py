@@ -261,6 +261,12 @@ def _size_problems(cfg) -> List[str]:
             f"INPUT.YOLOV7.IMAGE_SIZE {size} is not a multiple of {stride}, the largest stride "
             f"of {cfg.MODEL.YOLOV7.ARCH}: every image would be padded with grey to {above} px. "
             f"Use {below}{f' or {above}' if above != below else ''}.")
+    crop = cfg.INPUT.YOLOV7.MOSAIC_CROP_SIZE
+    if crop < 0 or (crop and stride and crop % stride):
+        problems.append(
+            f"INPUT.YOLOV7.MOSAIC_CROP_SIZE is {crop}: set 0 (mosaic samples of "
+            f"INPUT.YOLOV7.IMAGE_SIZE) or the side of the window cut from each mosaic"
+            f"{f', a multiple of {stride}, the largest stride' if stride else ''}.")
     if cfg.INPUT.MIN_SIZE_TEST < 0:
         problems.append(f"INPUT.MIN_SIZE_TEST is {cfg.INPUT.MIN_SIZE_TEST}: set it to the "
                         "inference image size (the YOLO configs: INPUT.YOLOV7.IMAGE_SIZE), or "

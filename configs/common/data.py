@@ -43,6 +43,8 @@ dataloader.train = L(yolov7_train_loader)(
         # Mosaic, mixup and paste-in off for this many last iterations (0: never).
         close_mosaic_iters=0,
         max_iter="${train.max_iter}",
+        # Side of the window cut from each mosaic, objects at image_size scale (0: image_size).
+        mosaic_crop_size=0,
         # An int makes the augmentation reproducible; None draws a seed.
         seed=None,
         # Keep decoded, resized images in memory (official --cache-images).

@@ -172,6 +172,7 @@ class YOLOv7MosaicMapper:
         max_iter: int = 0,
         seed: Optional[int] = 0,
         cache_images: bool = False,
+        mosaic_crop_size: int = 0,
     ):
         """
         Args:
@@ -196,6 +197,10 @@ class YOLOv7MosaicMapper:
                 ``--cache-images``): each process (each dataloader worker) decodes each file
                 once, holding up to N x image_size^2 x 3 bytes. Worth it for small datasets,
                 where mosaic decodes 4 to 9 images per sample.
+            mosaic_crop_size (int): side of the square window the random perspective cuts
+                from a mosaic (0, or ``image_size`` and above: ``image_size``; not official).
+                Objects keep the scale of ``image_size``: a smaller window is fewer pixels per
+                sample, not smaller objects. Plain (not mosaic) samples stay ``image_size``.
         """
         if image_format not in ("RGB", "BGR"):
             raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
@@ -210,6 +215,7 @@ class YOLOv7MosaicMapper:
         self.dataset = dataset_dicts
         self.is_train = is_train
         self.image_size = int(image_size)
+        self.mosaic_crop_size = min(int(mosaic_crop_size) or self.image_size, self.image_size)
         self.image_format = image_format
         self.mix, self.perspective = mix, perspective
         self.hsv_gains = tuple(hsv_gains)
@@ -255,6 +261,7 @@ class YOLOv7MosaicMapper:
             "close_mosaic_iters": aug.CLOSE_MOSAIC_ITERS,
             "max_iter": cfg.SOLVER.MAX_ITER,
             "seed": cfg.SEED if cfg.SEED >= 0 else None,
+            "mosaic_crop_size": aug.MOSAIC_CROP_SIZE,
             "cache_images": aug.CACHE_IMAGES or (is_train and cache_fits_in_memory(
                 dataset_dicts, aug.IMAGE_SIZE, processes=max(1, cfg.DATALOADER.NUM_WORKERS),
                 fraction=aug.CACHE_IMAGES_MEMORY_FRACTION)),
@@ -348,11 +355,11 @@ class YOLOv7MosaicMapper:
         tiles = [self._load(d) for d in dicts]
         build = A.mosaic9 if nine else A.mosaic4
         image, targets = build(tiles, self.image_size, rng)
-        return self._perspective(image, targets, rng)
+        return self._perspective(image, targets, rng, self.mosaic_crop_size)
 
-    def _perspective(self, image, targets, rng):
+    def _perspective(self, image, targets, rng, out_size: int):
         image, targets, dropped = A.random_perspective(
-            image, targets, self.image_size, rng, self.perspective, self.box_filter)
+            image, targets, out_size, rng, self.perspective, self.box_filter)
         self.stats["dropped_by_filter"] += dropped
         return image, targets
 
@@ -378,7 +385,7 @@ class YOLOv7MosaicMapper:
                 image, targets = A.mixup(image, targets, image2, targets2, rng)
         else:
             image, targets = self._load_centered(dataset_dict)
-            image, targets = self._perspective(image, targets, rng)
+            image, targets = self._perspective(image, targets, rng, self.image_size)
         A.augment_hsv(image, self.hsv_gains, rng, rgb=self.image_format == "RGB")
         if mosaic_on and rng.random() < mix.paste_in:
             targets = self._paste_in(image, targets, rng)
@@ -437,7 +444,7 @@ class YOLOv7MosaicMapper:
         else:
             image, targets = self._load_centered(dataset_dict)
         # Final check on every box (mixup and paste-in add boxes after the perspective filter).
-        size = self.image_size
+        size = image.shape[0]
         boxes = targets.boxes.copy()
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, size)
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, size)

@@ -122,14 +122,25 @@ def evaluations_in(max_iter: int, eval_period: int) -> int:
     return max_iter // eval_period + (max_iter % eval_period != 0)
 
 
+def mean_step_cost(cfg) -> float:
+    """The mean cost of the run's iterations relative to a mosaic iteration, the kind the
+    budget measures: with INPUT.YOLOV7.MOSAIC_CROP_SIZE below IMAGE_SIZE, the close-mosaic
+    iterations (plain IMAGE_SIZE samples) cost more by the ratio of pixels per sample."""
+    aug = cfg.INPUT.YOLOV7
+    crop = min(aug.MOSAIC_CROP_SIZE or aug.IMAGE_SIZE, aug.IMAGE_SIZE)
+    plain_share = min(max(aug.CLOSE_MOSAIC_ITERS, 0) / max(cfg.SOLVER.MAX_ITER, 1), 1.0)
+    return 1.0 + plain_share * ((aug.IMAGE_SIZE / crop) ** 2 - 1.0)
+
+
 def plan_budget(cfg, elapsed_s: float, iteration_s: float, inference_per_image_s: float,
                 num_test_images: int) -> BudgetPlan:
-    """The :class:`BudgetPlan` of ``cfg``'s budget, ``elapsed_s`` seconds into the run."""
+    """The :class:`BudgetPlan` of ``cfg``'s budget, ``elapsed_s`` seconds into the run;
+    ``iteration_s`` is the measured mosaic iteration (see :func:`mean_step_cost`)."""
     eval_s = EVAL_OVERHEAD_S + inference_per_image_s * num_test_images
     evaluations = (evaluations_in(cfg.SOLVER.MAX_ITER, cfg.TEST.EVAL_PERIOD)
                    if num_test_images else 0)
-    return BudgetPlan(cfg.SOLVER.YOLOV7.TIME_BUDGET_MINUTES * 60.0, elapsed_s, iteration_s,
-                      eval_s, evaluations)
+    return BudgetPlan(cfg.SOLVER.YOLOV7.TIME_BUDGET_MINUTES * 60.0, elapsed_s,
+                      iteration_s * mean_step_cost(cfg), eval_s, evaluations)
 
 
 def stretch_schedule(cfg, max_iter: int):
