@@ -200,7 +200,8 @@ class YOLOv7MosaicMapper:
             mosaic_crop_size (int): side of the square window the random perspective cuts
                 from a mosaic (0, or ``image_size`` and above: ``image_size``; not official).
                 Objects keep the scale of ``image_size``: a smaller window is fewer pixels per
-                sample, not smaller objects. Plain (not mosaic) samples stay ``image_size``.
+                sample, not smaller objects. Plain (not mosaic) samples stay ``image_size``
+                (a batch of both is padded with grey to the larger by the model).
         """
         if image_format not in ("RGB", "BGR"):
             raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
