@@ -216,7 +216,7 @@ class YOLOv7MosaicMapper:
         self.dataset = dataset_dicts
         self.is_train = is_train
         self.image_size = int(image_size)
-        self.mosaic_crop_size = min(int(mosaic_crop_size) or self.image_size, self.image_size)
+        self.mosaic_crop_size = mosaic_window_size(self.image_size, mosaic_crop_size)
         self.image_format = image_format
         self.mix, self.perspective = mix, perspective
         self.hsv_gains = tuple(hsv_gains)
@@ -467,6 +467,12 @@ class YOLOv7MosaicMapper:
         instances.gt_classes = torch.as_tensor(targets.classes[keep], dtype=torch.int64)
         out["instances"] = instances
         return out
+
+
+def mosaic_window_size(image_size: int, mosaic_crop_size: int) -> int:
+    """Side of the mosaic samples: ``mosaic_crop_size`` (INPUT.YOLOV7.MOSAIC_CROP_SIZE), where
+    0, or ``image_size`` and above, mean ``image_size``."""
+    return min(int(mosaic_crop_size) or int(image_size), int(image_size))
 
 
 def cache_fits_in_memory(dataset_dicts: Sequence[dict], image_size: int, *, processes: int,

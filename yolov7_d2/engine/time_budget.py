@@ -32,6 +32,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 from detectron2.utils.file_io import PathManager
 
+from ..data.mapper import mosaic_window_size
 from ..utils.io import atomic_write
 
 __all__ = ["BudgetPlan", "time_training_iterations", "plan_budget", "stretch_schedule",
@@ -127,7 +128,7 @@ def mean_step_cost(cfg) -> float:
     budget measures: with INPUT.YOLOV7.MOSAIC_CROP_SIZE below IMAGE_SIZE, the close-mosaic
     iterations (plain IMAGE_SIZE samples) cost more by the ratio of pixels per sample."""
     aug = cfg.INPUT.YOLOV7
-    crop = min(aug.MOSAIC_CROP_SIZE or aug.IMAGE_SIZE, aug.IMAGE_SIZE)
+    crop = mosaic_window_size(aug.IMAGE_SIZE, aug.MOSAIC_CROP_SIZE)
     plain_share = min(max(aug.CLOSE_MOSAIC_ITERS, 0) / max(cfg.SOLVER.MAX_ITER, 1), 1.0)
     return 1.0 + plain_share * ((aug.IMAGE_SIZE / crop) ** 2 - 1.0)
 
@@ -212,12 +213,14 @@ def resolve_time_budget(cfg, started: float, resume: bool = False, warmup: int =
     _save_plan(plan_file, plan)
     logger.info(
         "Time budget %g min: a training iteration takes %.2f s here (median of %d, %.3f s "
-        "waiting for data), an evaluation about %.0f s (x%d); %.1f min went on set-up and "
+        "waiting for data; %.2f s on average over the run, with its close-mosaic iterations), "
+        "an evaluation about %.0f s (x%d); %.1f min went on set-up and "
         "measuring -> SOLVER.MAX_ITER %d (config: %d), SOLVER.WARMUP_ITERS %d, "
         "INPUT.YOLOV7.CLOSE_MOSAIC_ITERS %d, SOLVER.CHECKPOINT_PERIOD %d, TEST.EVAL_PERIOD %d. "
         "To repeat this run: SOLVER.YOLOV7.TIME_BUDGET_MINUTES 0.0 with these keys (or "
         "OUTPUT_DIR/config.yaml).",
-        budget, plan.iteration_s, len(times), statistics.mean(data_times), plan.eval_s,
+        budget, statistics.median(times), len(times), statistics.mean(data_times),
+        plan.iteration_s, plan.eval_s,
         plan.evaluations, plan.elapsed_s / 60, resolved.SOLVER.MAX_ITER, cfg.SOLVER.MAX_ITER,
         resolved.SOLVER.WARMUP_ITERS, resolved.INPUT.YOLOV7.CLOSE_MOSAIC_ITERS,
         resolved.SOLVER.CHECKPOINT_PERIOD, resolved.TEST.EVAL_PERIOD)
