@@ -103,7 +103,8 @@ def test_compute_anchors_tool_on_deepforest(capsys):
     tool = load_script("tools/compute_anchors.py")
     assert tool.main(["--config-file", str(TREES), "--generations", "100"]) == 0
     out = capsys.readouterr().out
-    assert "503 boxes in 21 images of deepforest_trees_train at image size 416" in out
+    assert ("855 boxes in 37 images of deepforest_trees_train, deepforest_trees_extra at image "
+            "size 416") in out
     current = re.search(r"current anchors: best possible recall ([\d.]+)", out)
     new = re.search(r"new anchors: best possible recall ([\d.]+)", out)
     assert current and new and float(new.group(1)) >= 0.98
@@ -136,7 +137,7 @@ def test_anchor_check_at_training_start_warns_on_absurd_anchors(tmp_path):
         hook.before_train()
     finally:
         logger.removeHandler(handler)
-    assert hook.result["bpr"] == 0.0 and hook.result["boxes"] == 503
+    assert hook.result["bpr"] == 0.0 and hook.result["boxes"] == 855
     (warning,) = [r.getMessage() for r in handler.records if r.levelno == logging.WARNING]
     assert "best possible recall 0.0000 < MODEL.YOLOV7.ANCHOR_CHECK_MIN_BPR 0.98" in warning
     assert "tools/compute_anchors.py --config-file" in warning

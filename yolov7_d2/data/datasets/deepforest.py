@@ -23,9 +23,9 @@ The tiling:
    others train. Result: train 21 tiles / 503 boxes, val 10 tiles / 231 boxes, extra 16
    pieces / 352 boxes (14 pieces of the YELL crops' edge strips, 219-416 x 203-416 px, and
    the OSBS and SOAP images of other sites). The extra pieces touch no val pixel: like the
-   train tiles, they share only the crowns cut at a val tile's border. No config trains on
-   them; tree recipes are also compared on them, a second held-out set
-   (docs/tree_recipes.md).
+   train tiles, they share only the crowns cut at a val tile's border. The main job
+   (configs/deepforest/yolov7-tiny-trees.yaml) trains on them with the train tiles; the val
+   tiles are the held-out set (docs/tree_recipes.md).
 4. Tiles and pieces (PNG) and ``annotations/{train,val,extra}.json`` (COCO, ids from 1) are
    written under the dataset directory with a ``manifest.json`` of checksums; a later
    preparation with a valid manifest does nothing.
