@@ -216,7 +216,7 @@ class YOLOv7MosaicMapper:
         self.dataset = dataset_dicts
         self.is_train = is_train
         self.image_size = int(image_size)
-        self.mosaic_crop_size = mosaic_window_size(self.image_size, mosaic_crop_size)
+        self.mosaic_window = mosaic_window_size(self.image_size, mosaic_crop_size)
         self.image_format = image_format
         self.mix, self.perspective = mix, perspective
         self.hsv_gains = tuple(hsv_gains)
@@ -356,7 +356,7 @@ class YOLOv7MosaicMapper:
         tiles = [self._load(d) for d in dicts]
         build = A.mosaic9 if nine else A.mosaic4
         image, targets = build(tiles, self.image_size, rng)
-        return self._perspective(image, targets, rng, self.mosaic_crop_size)
+        return self._perspective(image, targets, rng, self.mosaic_window)
 
     def _perspective(self, image, targets, rng, out_size: int):
         image, targets, dropped = A.random_perspective(

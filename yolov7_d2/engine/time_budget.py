@@ -201,8 +201,8 @@ def resolve_time_budget(cfg, started: float, resume: bool = False, warmup: int =
     np.random.set_state(states[1])
     torch.set_rng_state(states[2])
     num_test = sum(len(DatasetCatalog.get(name)) for name in cfg.DATASETS.TEST)
-    plan = plan_budget(cfg, time.monotonic() - started, statistics.median(times), inference,
-                       num_test)
+    median_s = statistics.median(times)
+    plan = plan_budget(cfg, time.monotonic() - started, median_s, inference, num_test)
     if plan.max_iter < 1:
         raise ConfigError(
             f"SOLVER.YOLOV7.TIME_BUDGET_MINUTES {budget:g} leaves no training iteration: "
@@ -219,7 +219,7 @@ def resolve_time_budget(cfg, started: float, resume: bool = False, warmup: int =
         "INPUT.YOLOV7.CLOSE_MOSAIC_ITERS %d, SOLVER.CHECKPOINT_PERIOD %d, TEST.EVAL_PERIOD %d. "
         "To repeat this run: SOLVER.YOLOV7.TIME_BUDGET_MINUTES 0.0 with these keys (or "
         "OUTPUT_DIR/config.yaml).",
-        budget, statistics.median(times), len(times), statistics.mean(data_times),
+        budget, median_s, len(times), statistics.mean(data_times),
         plan.iteration_s, plan.eval_s,
         plan.evaluations, plan.elapsed_s / 60, resolved.SOLVER.MAX_ITER, cfg.SOLVER.MAX_ITER,
         resolved.SOLVER.WARMUP_ITERS, resolved.INPUT.YOLOV7.CLOSE_MOSAIC_ITERS,
