@@ -4,6 +4,7 @@
 NonMaxSuppression) gives PyTorch's own postprocessing results, the batch dimension is
 dynamic. Mostly yolov7-tiny at width 0.25, one full-width check."""
 import copy
+import logging
 import os
 import re
 
@@ -22,7 +23,11 @@ from yolov7_d2.export.onnx import (  # noqa: E402
     export_onnx,
     read_metadata,
 )
-from yolov7_d2.export.onnx_predictor import create_session, fit_top_left  # noqa: E402
+from yolov7_d2.export.onnx_predictor import (  # noqa: E402
+    ONNXPredictor,
+    create_session,
+    fit_top_left,
+)
 from yolov7_d2.modeling import reparameterize  # noqa: E402
 from yolov7_d2.modeling.box_coder import decode_predictions  # noqa: E402
 from yolov7_d2.modeling.meta_arch import postprocess_single_image  # noqa: E402
@@ -451,6 +456,17 @@ def printed_detections(out):
     return result
 
 
+def assert_same_printed(got, reference, label):
+    """The demo printed the same detections, up to the order of ties."""
+    got = list(got)
+    assert len(got) == len(reference), label
+    for name, score, box in reference:
+        match = [d for d in got if d[0] == name and abs(d[1] - score) <= 1e-3
+                 and np.abs(np.subtract(d[2], box)).max() <= 0.11]
+        assert match, (label, name, score, box)
+        got.remove(match[0])
+
+
 def test_demo_runs_the_onnx_model(exported, model, tmp_path, capsys):
     demo = load_script("demo.py")
     astronaut, coffee = write_photos(tmp_path / "in", names=("astronaut", "coffee"), ext=".png")
@@ -474,13 +490,7 @@ def test_demo_runs_the_onnx_model(exported, model, tmp_path, capsys):
         captured = capsys.readouterr()
         assert rc == 0, captured.err
         printed = printed_detections(captured.out)
-        got = list(printed[astronaut])
-        assert len(got) == len(reference), kind
-        for name, score, box in reference:  # the same detections, up to the order of ties
-            match = [d for d in got if d[0] == name and abs(d[1] - score) <= 1e-3
-                     and np.abs(np.subtract(d[2], box)).max() <= 0.11]
-            assert match, (kind, name, score, box)
-            got.remove(match[0])
+        assert_same_printed(printed[astronaut], reference, kind)
         assert printed[coffee], kind  # a non-square photo: fitted, boxes inside it
         for _, _, (x0, y0, x1, y1) in printed[coffee]:
             assert 0 <= x0 <= x1 <= 600 and 0 <= y0 <= y1 <= 400
@@ -492,3 +502,37 @@ def test_demo_runs_the_onnx_model(exported, model, tmp_path, capsys):
     rc = demo.main(["--config-file", CONFIG, "--input", astronaut, "--onnx", exported["raw"],
                     "--opts", *NARROW, "MODEL.YOLOV7.NUM_CLASSES", "3"])
     assert rc == 1 and "80 classes" in capsys.readouterr().err
+
+
+def test_onnx_predictor_merges_boxes_and_names_what_it_does_not_run(exported, model, tmp_path,
+                                                                     capsys, caplog):
+    """MODEL.YOLOV7.MERGE_IOU_TEST on raw heads as in PyTorch; a warning where the config asks
+    for what an export cannot run (merge NMS in an end-to-end file, test-time flips)."""
+    demo = load_script("demo.py")
+    (astronaut,) = write_photos(tmp_path / "in", names=("astronaut",), ext=".png")
+    checkpoint = str(tmp_path / "model.pth")
+    torch.save({"model": model[1].state_dict()}, checkpoint)
+    opts = ["--opts", *NARROW, "MODEL.DEVICE", "cpu", "TEST.DETECTIONS_PER_IMAGE", "100"]
+    printed = {}
+    for merge in ("0.0", "0.65"):
+        rc = demo.main(["--config-file", CONFIG, "--input", astronaut, *opts,
+                        "MODEL.WEIGHTS", checkpoint, "INPUT.MIN_SIZE_TEST", str(SIZE),
+                        "INPUT.MAX_SIZE_TEST", str(SIZE), "TEST.YOLOV7.AMP", "False",
+                        "MODEL.YOLOV7.MERGE_IOU_TEST", merge])
+        printed[merge] = printed_detections(capsys.readouterr().out)[astronaut]
+        assert rc == 0
+    rc = demo.main(["--config-file", CONFIG, "--input", astronaut, "--onnx", exported["raw"],
+                    *opts, "MODEL.YOLOV7.MERGE_IOU_TEST", "0.65"])
+    assert rc == 0
+    assert_same_printed(printed_detections(capsys.readouterr().out)[astronaut],
+                        printed["0.65"], "raw, merged")
+    moved = [max(np.abs(np.subtract(a[2], b[2])).max() for b in printed["0.65"])
+             for a in printed["0.0"]]
+    assert max(moved) > 0.5  # the merge moved boxes: the comparison is not the plain NMS's
+    cfg = load_config(CONFIG, [*NARROW, "MODEL.YOLOV7.MERGE_IOU_TEST", "0.65",
+                               "TEST.YOLOV7.FLIPS", '("lr",)'])
+    with caplog.at_level(logging.WARNING, logger="yolov7_d2.export.onnx_predictor"):
+        ONNXPredictor(exported["e2e"], cfg, num_threads=1)
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "does not merge boxes" in messages and "MERGE_IOU_TEST 0.65" in messages
+    assert "TEST.YOLOV7.FLIPS ('lr',)" in messages

@@ -24,8 +24,8 @@ LEAVES = sorted(str(p.relative_to(ROOT / "configs")) for p in ROOT.glob("configs
                 if p.parent.name != "common")
 LOSS_KEYS = ("num_classes", "box_gain", "obj_gain", "cls_gain", "balance", "anchor_t",
              "aux_weight", "topk", "gt_chunk", "cls_pos", "cls_neg")
-META_KEYS = ("num_classes", "conf_thresh", "nms_thresh", "max_detections", "max_nms_candidates",
-             "multi_label", "strides", "head_in_features")
+META_KEYS = ("num_classes", "conf_thresh", "nms_thresh", "merge_iou", "max_detections",
+             "max_nms_candidates", "multi_label", "strides", "head_in_features")
 SCHEDULE_KEYS = ("max_iter", "warmup_iters", "warmup_bias_lr", "warmup_momentum", "momentum",
                  "final_ratio", "decay")
 

@@ -55,6 +55,10 @@ def add_yolov7_config(cfg: CN) -> None:
     yolo.CONF_THRESH_TEST = 0.001
     # Inference: IoU threshold of the class-wise NMS (official test.py: 0.65).
     yolo.NMS_THRESH_TEST = 0.65
+    # Inference: above 0, each box the NMS keeps becomes the score-weighted mean of the
+    # candidates of its class overlapping it by more than this IoU (official merge NMS, which
+    # is off there); 0: off.
+    yolo.MERGE_IOU_TEST = 0.0
     # Inference: highest-scoring candidates kept before NMS (official max_nms).
     yolo.MAX_NMS_CANDIDATES_TEST = 30000
     # Inference: report a box once per class above the threshold (official evaluation).

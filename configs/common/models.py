@@ -62,6 +62,8 @@ def yolov7_model(arch_name: str = "yolov7"):
         # Official test.py evaluation.
         conf_thresh=0.001,
         nms_thresh=0.65,
+        # Merge NMS off (official default); e.g. 0.65 with test-time flips (tree configs).
+        merge_iou=0.0,
         max_detections=300,
         max_nms_candidates=30000,
         multi_label=True,

@@ -66,7 +66,9 @@ class ONNXPredictor:
     ``CONF_THRESH_TEST`` or a lower ``TEST.DETECTIONS_PER_IMAGE`` in ``cfg`` is applied on
     top, which is exact). Raw files: decoded and NMS'd
     with :func:`~yolov7_d2.modeling.meta_arch.postprocess_single_image` and the thresholds of
-    ``cfg`` (``MODEL.YOLOV7.CONF_THRESH_TEST`` etc.), as the PyTorch model would.
+    ``cfg`` (``MODEL.YOLOV7.CONF_THRESH_TEST``, ``MERGE_IOU_TEST`` etc.), as the PyTorch model
+    would. One view of each image: test-time flips (``TEST.YOLOV7.FLIPS``) are not run, and a
+    warning says so where ``cfg`` asks for them.
 
     Args:
         path: the .onnx file of tools/export_onnx.py.
@@ -97,6 +99,11 @@ class ONNXPredictor:
         self.height, self.width = self.info["input"]["height"], self.info["input"]["width"]
         self.input_format = self.info["input"]["channels"]
         self.conf_thresh, self.nms_thresh = yolo.CONF_THRESH_TEST, yolo.NMS_THRESH_TEST
+        self.merge_iou = yolo.MERGE_IOU_TEST
+        if cfg.TEST.YOLOV7.FLIPS:
+            logger.warning("%s runs one view of each image: TEST.YOLOV7.FLIPS %s (test-time "
+                           "flips) are not applied by the onnxruntime predictor", path,
+                           tuple(cfg.TEST.YOLOV7.FLIPS))
         self.multi_label, self.max_detections = yolo.MULTI_LABEL_TEST, cfg.TEST.DETECTIONS_PER_IMAGE
         self.max_nms_candidates = yolo.MAX_NMS_CANDIDATES_TEST
         self.metadata = class_names_metadata(cfg)
@@ -114,6 +121,10 @@ class ONNXPredictor:
                 logger.warning("%s runs the NMS exported with IoU %g and multi-label %s (asked: "
                                "%g, %s); re-export to change them", path, exported[1],
                                exported[2], self.nms_thresh, bool(self.multi_label))
+            if self.merge_iou > 0:
+                logger.warning("%s runs the NMS exported into it, which does not merge boxes "
+                               "(MODEL.YOLOV7.MERGE_IOU_TEST %g is not applied); export without "
+                               "--end2end to merge them", path, self.merge_iou)
         self.anchors = torch.tensor(self.info["anchors"], dtype=torch.float32)
 
     @property
@@ -146,7 +157,8 @@ class ONNXPredictor:
             result = postprocess_single_image(
                 decoded, size, num_classes=self.info["num_classes"],
                 conf_thresh=self.conf_thresh, nms_thresh=self.nms_thresh,
-                max_detections=self.max_detections, max_nms_candidates=self.max_nms_candidates,
+                merge_iou=self.merge_iou, max_detections=self.max_detections,
+                max_nms_candidates=self.max_nms_candidates,
                 multi_label=self.multi_label)
         height, width = original_image.shape[:2]
         return {"instances": detector_postprocess(result, height, width)}
