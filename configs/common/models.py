@@ -62,7 +62,7 @@ def yolov7_model(arch_name: str = "yolov7"):
         # Official test.py evaluation.
         conf_thresh=0.001,
         nms_thresh=0.65,
-        # Merge NMS off (official default); e.g. 0.65 with test-time flips (tree configs).
+        # Merge NMS off (official default); configs/deepforest/yolov7-tiny-trees.yaml: 0.65.
         merge_iou=0.0,
         max_detections=300,
         max_nms_candidates=30000,
