@@ -530,9 +530,9 @@ def test_onnx_predictor_merges_boxes_and_names_what_it_does_not_run(exported, mo
              for a in printed["0.0"]]
     assert max(moved) > 0.5  # the merge moved boxes: the comparison is not the plain NMS's
     cfg = load_config(CONFIG, [*NARROW, "MODEL.YOLOV7.MERGE_IOU_TEST", "0.65",
-                               "TEST.YOLOV7.FLIPS", '("lr",)'])
+                               "TEST.YOLOV7.FLIPS", '("lr",)', "TEST.YOLOV7.SCALES", "(0.83,)"])
     with caplog.at_level(logging.WARNING, logger="yolov7_d2.export.onnx_predictor"):
         ONNXPredictor(exported["e2e"], cfg, num_threads=1)
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "does not merge boxes" in messages and "MERGE_IOU_TEST 0.65" in messages
-    assert "TEST.YOLOV7.FLIPS ('lr',)" in messages
+    assert "TEST.YOLOV7.FLIPS ('lr',)" in messages and "TEST.YOLOV7.SCALES (0.83,)" in messages

@@ -50,16 +50,18 @@ def test_plan_spends_the_budget_on_evaluations_then_iterations():
     assert plan_budget(cfg, 60.0, 0.5, 0.1, num_test_images=0).evaluations == 0
 
 
-def test_plan_charges_full_size_close_mosaic_iterations_of_a_cropped_run():
+def test_plan_charges_full_size_close_mosaic_iterations_and_tests_of_a_cropped_run():
     # Mosaic windows of 208 px from 416 px tiles: the close-mosaic iterations (80 of 620,
     # plain 416 px samples) have 4x the pixels, so the mean iteration costs
-    # 1 + 80 / 620 x 3 of the measured (mosaic) one.
+    # 1 + 80 / 620 x 3 of the measured (mosaic) one; likewise each test image.
     cfg = load_config(TREES, ["SOLVER.YOLOV7.TIME_BUDGET_MINUTES", "10.0",
                               "INPUT.YOLOV7.MOSAIC_CROP_SIZE", "208"])
     assert time_budget.mean_step_cost(cfg) == pytest.approx(1 + 80 / 620 * 3)
-    plan = plan_budget(cfg, elapsed_s=0.0, iteration_s=0.5, inference_per_image_s=0.0,
-                       num_test_images=0)
+    plan = plan_budget(cfg, elapsed_s=0.0, iteration_s=0.5, inference_per_image_s=0.1,
+                       num_test_images=10)
     assert plan.iteration_s == pytest.approx(0.5 * (1 + 80 / 620 * 3))
+    # The inference measured on a 208 px sample: a 416 px test image costs 4x.
+    assert plan.eval_s == pytest.approx(5.0 + 10 * 0.1 * 4)
     for no_crop in ("0", "416", "640"):
         uncropped = load_config(TREES, ["INPUT.YOLOV7.MOSAIC_CROP_SIZE", no_crop])
         assert time_budget.mean_step_cost(uncropped) == 1.0

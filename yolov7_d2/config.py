@@ -174,6 +174,10 @@ def add_yolov7_config(cfg: CN) -> None:
     # (up to 8 views, as many times the inference cost) and merges them before NMS, as the
     # official augmented inference merges its views. (): none (official test.py default).
     cfg.TEST.YOLOV7.FLIPS = ()
+    # Test-time scales beyond the image's own, which always runs: inference also runs every
+    # flip view at each (the input resized, padded to the stride) and merges them before NMS.
+    # Official augmented inference: (0.83, 0.67). (): none (official test.py default).
+    cfg.TEST.YOLOV7.SCALES = ()
     # Inference (evaluation, predictor, demo) under autocast where the device computes the
     # reduced precision natively: float16 on CUDA (official test.py / detect.py run half),
     # bfloat16 on CPUs with AVX512-BF16 or AMX (about half the float32 time), float32 on

@@ -136,8 +136,12 @@ def mean_step_cost(cfg) -> float:
 def plan_budget(cfg, elapsed_s: float, iteration_s: float, inference_per_image_s: float,
                 num_test_images: int) -> BudgetPlan:
     """The :class:`BudgetPlan` of ``cfg``'s budget, ``elapsed_s`` seconds into the run;
-    ``iteration_s`` is the measured mosaic iteration (see :func:`mean_step_cost`)."""
-    eval_s = EVAL_OVERHEAD_S + inference_per_image_s * num_test_images
+    ``iteration_s`` is the measured mosaic iteration (see :func:`mean_step_cost`) and
+    ``inference_per_image_s`` the inference of one of its samples, which a test image of
+    IMAGE_SIZE costs more than by the ratio of pixels."""
+    aug = cfg.INPUT.YOLOV7
+    test_cost = (aug.IMAGE_SIZE / mosaic_window_size(aug.IMAGE_SIZE, aug.MOSAIC_CROP_SIZE)) ** 2
+    eval_s = EVAL_OVERHEAD_S + inference_per_image_s * test_cost * num_test_images
     evaluations = (evaluations_in(cfg.SOLVER.MAX_ITER, cfg.TEST.EVAL_PERIOD)
                    if num_test_images else 0)
     return BudgetPlan(cfg.SOLVER.YOLOV7.TIME_BUDGET_MINUTES * 60.0, elapsed_s,

@@ -67,8 +67,8 @@ class ONNXPredictor:
     top, which is exact). Raw files: decoded and NMS'd
     with :func:`~yolov7_d2.modeling.meta_arch.postprocess_single_image` and the thresholds of
     ``cfg`` (``MODEL.YOLOV7.CONF_THRESH_TEST``, ``MERGE_IOU_TEST`` etc.), as the PyTorch model
-    would. One view of each image: test-time flips (``TEST.YOLOV7.FLIPS``) are not run, and a
-    warning says so where ``cfg`` asks for them.
+    would. One view of each image: test-time flips and scales (``TEST.YOLOV7.FLIPS``,
+    ``SCALES``) are not run, and a warning says so where ``cfg`` asks for them.
 
     Args:
         path: the .onnx file of tools/export_onnx.py.
@@ -100,10 +100,11 @@ class ONNXPredictor:
         self.input_format = self.info["input"]["channels"]
         self.conf_thresh, self.nms_thresh = yolo.CONF_THRESH_TEST, yolo.NMS_THRESH_TEST
         self.merge_iou = yolo.MERGE_IOU_TEST
-        if cfg.TEST.YOLOV7.FLIPS:
-            logger.warning("%s runs one view of each image: TEST.YOLOV7.FLIPS %s (test-time "
-                           "flips) are not applied by the onnxruntime predictor", path,
-                           tuple(cfg.TEST.YOLOV7.FLIPS))
+        for key in ("FLIPS", "SCALES"):
+            if cfg.TEST.YOLOV7.get(key):
+                logger.warning("%s runs one view of each image: TEST.YOLOV7.%s %s (test-time "
+                               "views) are not run by the onnxruntime predictor", path, key,
+                               tuple(cfg.TEST.YOLOV7.get(key)))
         self.multi_label, self.max_detections = yolo.MULTI_LABEL_TEST, cfg.TEST.DETECTIONS_PER_IMAGE
         self.max_nms_candidates = yolo.MAX_NMS_CANDIDATES_TEST
         self.metadata = class_names_metadata(cfg)

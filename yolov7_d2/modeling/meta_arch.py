@@ -21,7 +21,7 @@ from .head import YOLOv7Head
 from .layers.conv import convert_batch_norm
 from .loss import YOLOv7Loss
 from .reparam import reparameterize
-from .test_time_flips import flip_views, flipped_predictions
+from .test_time_views import check_scales, flip_views, view_predictions
 
 __all__ = ["YOLOv7", "postprocess_single_image", "merged_boxes"]
 
@@ -61,6 +61,7 @@ class YOLOv7(DenseDetector):
         reparameterized: bool = False,
         channels_last: bool = False,
         test_flips: Sequence[str] = (),
+        test_scales: Sequence[float] = (),
         norm: str = "BN",
         inference_amp: bool = False,
     ):
@@ -87,8 +88,11 @@ class YOLOv7(DenseDetector):
             norm: BatchNorm kind, one of :data:`~.layers.conv.NORMS` ("BN", "SyncBN",
                 "naiveSyncBN"): every BatchNorm of the model is converted to it.
             test_flips: test-time flips ("lr", "ud", "transpose"; see
-                :mod:`.test_time_flips`): inference also runs every combination of them and
+                :mod:`.test_time_views`): inference also runs every combination of them and
                 merges the predictions of all views before NMS. () (default): one view.
+            test_scales: test-time scales beyond 1 (official augmented inference: 0.83,
+                0.67): inference also runs every flip view at each of them (the image
+                resized, padded to the stride) and merges them likewise. (): none.
             loss: the training loss (a :class:`YOLOv7Loss`), called as ``loss(lead_maps,
                 aux_maps_or_None, gt_boxes, gt_classes, anchors, strides)`` -> dict of losses.
             inference_amp: run inference under autocast where the device computes the
@@ -122,7 +126,7 @@ class YOLOv7(DenseDetector):
         self.max_detections, self.max_nms_candidates = max_detections, max_nms_candidates
         self.multi_label = multi_label
         self.inference_amp = inference_amp
-        self.flipped_views = flip_views(test_flips)[1:]  # the identity is the plain forward
+        self.test_views, self.test_scales = flip_views(test_flips), check_scales(test_scales)
         self.loss = loss
         convert_batch_norm(self, norm)
         if reparameterized:
@@ -159,6 +163,7 @@ class YOLOv7(DenseDetector):
             "reparameterized": yolo.REPARAMETERIZED,
             "channels_last": yolo.CHANNELS_LAST,
             "test_flips": tuple(cfg.TEST.YOLOV7.FLIPS),
+            "test_scales": tuple(cfg.TEST.YOLOV7.SCALES),
             "norm": yolo.NORM,
             "inference_amp": cfg.TEST.YOLOV7.AMP,
             "loss": YOLOv7Loss(cfg, num_levels=len(names), aux=aux_head is not None),
@@ -184,13 +189,17 @@ class YOLOv7(DenseDetector):
                              "input, as detectron2's DatasetMapper gives with is_train=True")
         images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std
                   for x in batched_inputs]
-        pad = float(((PAD_VALUE - self.pixel_mean) / self.pixel_std).flatten()[0])
-        images = ImageList.from_tensors(images, self.backbone.size_divisibility, pad_value=pad)
+        images = ImageList.from_tensors(images, self.backbone.size_divisibility,
+                                        pad_value=self.normalized_pad_value())
         # Evaluation in the official geometry: where each image sits on its canvas.
         images.letterboxes = [x.get("letterbox") for x in batched_inputs]
         if self.channels_last:
             images.tensor = images.tensor.contiguous(memory_format=torch.channels_last)
         return images
+
+    def normalized_pad_value(self) -> float:
+        """The grey of the padding (114) as the normalized input has it."""
+        return float(((PAD_VALUE - self.pixel_mean) / self.pixel_std).flatten()[0])
 
     def forward_raw(self, images: Tensor) -> Dict[str, List[Tensor]]:
         """Raw head maps for a batch tensor (N, 3, H, W), H and W multiples of the stride.
@@ -225,13 +234,14 @@ class YOLOv7(DenseDetector):
                           predictions: List[Tensor]) -> List[Instances]:
         """Per image, Instances in the (padded batch's) input pixels; DenseDetector.forward
         rescales them to each input's "height" x "width". Decode, threshold and NMS as the
-        official ``non_max_suppression``. With test-time flips, the flipped
+        official ``non_max_suppression``. With test-time flips or scales, the other
         views of the batch run too and their predictions join the NMS."""
         decoded = decode_predictions(predictions, self.anchors, self.strides)
-        if self.flipped_views:
-            flipped = flipped_predictions(self._decoded_forward, images.tensor,
-                                          self.flipped_views)
-            decoded = torch.cat([decoded, flipped], dim=1)
+        if len(self.test_views) > 1 or self.test_scales:
+            views = view_predictions(self._decoded_forward, images.tensor, self.test_views,
+                                     self.test_scales, stride=self.backbone.size_divisibility,
+                                     pad_value=self.normalized_pad_value())
+            decoded = torch.cat([decoded, views], dim=1)
         results = [self._inference_single_image(d, size)
                    for d, size in zip(decoded, images.image_sizes)]
         return [r if box is None else _on_resized_image(r, box)
