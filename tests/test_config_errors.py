@@ -135,6 +135,10 @@ def test_missing_or_broken_config_files_are_named(tmp_path):
      "mosaic, a multiple of 32"),
     (["INPUT.YOLOV7.MOSAIC_CROP_SIZE", "-32"], "INPUT.YOLOV7.MOSAIC_CROP_SIZE is -32"),
     (["INPUT.MAX_SIZE_TEST", "0"], "INPUT.MAX_SIZE_TEST is 0"),
+    (["TEST.YOLOV7.FLIPS", "('lr', 'rot90')"], "TEST.YOLOV7.FLIPS ('lr', 'rot90'): unknown "
+                                               "test-time flips ['rot90']; choose from"),
+    (["TEST.YOLOV7.SCALES", "(0.83, 1.0)"], "TEST.YOLOV7.SCALES (0.83, 1.0): test-time scale "
+                                            "1.0 must be positive and not 1"),
 ])
 def test_values_that_cannot_work(opts, message):
     assert message in error_of(*opts)

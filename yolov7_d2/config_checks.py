@@ -303,6 +303,19 @@ def _solver_problems(cfg) -> List[str]:
     return problems
 
 
+def _test_view_problems(cfg) -> List[str]:
+    """TEST.YOLOV7.FLIPS and SCALES as the model checks them, with the key named."""
+    from .modeling.test_time_views import check_scales, flip_views
+
+    problems = []
+    for key, check in (("FLIPS", flip_views), ("SCALES", check_scales)):
+        try:
+            check(cfg.TEST.YOLOV7.get(key))
+        except ValueError as e:
+            problems.append(f"TEST.YOLOV7.{key} {tuple(cfg.TEST.YOLOV7.get(key))}: {e}.")
+    return problems
+
+
 def _raise(problems: List[str]) -> None:
     if len(problems) == 1:
         raise ConfigError(problems[0])
@@ -330,15 +343,15 @@ def _warn_test_size(cfg) -> None:
 
 def check_config(cfg, *, training: bool = True) -> None:
     """Before a run: :class:`ConfigError` listing every value that cannot work (the scale, the
-    class count, the widths, the image sizes and, when ``training``, the batch sizes, the EMA
-    and DATASETS.TRAIN); a warning when the test sizes differ from the training size (see
-    :func:`_warn_test_size`); then the datasets: DATASETS.TEST (and, when ``training``,
-    DATASETS.TRAIN) registered, DATASETS.TEST with MODEL.YOLOV7.NUM_CLASSES classes
-    (:class:`~yolov7_d2.data.validate.DatasetConfigError`). DATASETS.TRAIN's class count is
-    checked by the trainer (:func:`~yolov7_d2.data.validate.check_datasets`)."""
+    class count, the widths, the image sizes, the test-time views and, when ``training``, the
+    batch sizes, the EMA and DATASETS.TRAIN); a warning when the test sizes differ from the
+    training size (see :func:`_warn_test_size`); then the datasets: DATASETS.TEST (and, when
+    ``training``, DATASETS.TRAIN) registered, DATASETS.TEST with MODEL.YOLOV7.NUM_CLASSES
+    classes (:class:`~yolov7_d2.data.validate.DatasetConfigError`). DATASETS.TRAIN's class
+    count is checked by the trainer (:func:`~yolov7_d2.data.validate.check_datasets`)."""
     from .data.validate import check_class_count, check_registered
 
-    problems = _model_problems(cfg) + _size_problems(cfg)
+    problems = _model_problems(cfg) + _size_problems(cfg) + _test_view_problems(cfg)
     if training:
         problems += _solver_problems(cfg)
     _raise(problems)
