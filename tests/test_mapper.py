@@ -236,6 +236,32 @@ def test_image_cache_decodes_each_file_once_and_changes_nothing(tmp_path):
     assert sorted(reads[id(cached)]) == sorted(d["file_name"] for d in dicts)
 
 
+def test_mosaic_partners_are_read_only_when_the_output_shows_them(tmp_path):
+    """Partners whose size the dict gives are read when the perspective's window reaches
+    them: fewer reads, the same samples as reading every tile (dicts without a size)."""
+    dicts = write_dataset(tmp_path, shape="disk")
+    unsized = [{k: v for k, v in d.items() if k not in ("width", "height")} for d in dicts]
+    cfg = make_cfg("INPUT.YOLOV7.MOSAIC9_PROB", "0.5",
+                   "INPUT.YOLOV7.CACHE_IMAGES_MEMORY_FRACTION", "0.0")
+    lazy = YOLOv7MosaicMapper(cfg, is_train=True, dataset_dicts=dicts)
+    eager = YOLOv7MosaicMapper(cfg, is_train=True, dataset_dicts=unsized)
+    reads = {id(lazy): 0, id(eager): 0}
+    for mapper in (lazy, eager):
+        read = mapper._read
+
+        def counted(d, read=read, key=id(mapper)):
+            reads[key] += 1
+            return read(d)
+        mapper._read = counted
+    for k in range(12):
+        a, b = lazy(dicts[k % 3], iteration=k), eager(unsized[k % 3], iteration=k)
+        assert torch.equal(a["image"], b["image"]), k
+        assert torch.equal(a["instances"].gt_boxes.tensor, b["instances"].gt_boxes.tensor)
+        assert a["instances"].gt_classes.tolist() == b["instances"].gt_classes.tolist()
+    assert lazy.stats == eager.stats
+    assert reads[id(lazy)] < 0.9 * reads[id(eager)], reads
+
+
 def test_images_are_cached_when_all_copies_fit_the_memory_fraction(tmp_path, monkeypatch):
     from yolov7_d2.data import mapper as M
 
@@ -309,6 +335,28 @@ def test_close_mosaic_switches_to_the_centred_image(tmp_path):
     x0, y0, x1, y1 = coffee["annotations"][0]["bbox"]
     np.testing.assert_allclose(boxes[0], zoom([x0 * r + px, y0 * r + py, x1 * r + px,
                                                y1 * r + py]), atol=1e-3)
+
+
+def test_hsv_step_is_told_the_channel_order_of_the_image(tmp_path, monkeypatch):
+    """The pipeline decodes to BGR and orders the channels at the end: the HSV step must
+    be told which order its image is in, or hue would turn the wrong way round."""
+    dicts = write_dataset(tmp_path)
+    seen = []
+
+    def spy(img, gains, rng, rgb=True):
+        seen.append((img.copy(), rgb))
+        return hsv(img, gains, rng, rgb=rgb)
+
+    hsv = A.augment_hsv
+    monkeypatch.setattr(A, "augment_hsv", spy)
+    cfg = make_cfg(*FIXED_GEOMETRY, "INPUT.YOLOV7.MOSAIC_PROB", "0.0")
+    mapper = YOLOv7MosaicMapper(cfg, is_train=True, dataset_dicts=dicts)
+    for k, d in enumerate(dicts):
+        _, boxes, _ = check_output(mapper(d))
+        image, rgb = seen[-1]
+        x, y = ((boxes[0, :2] + boxes[0, 2:]) / 2).astype(int)
+        pixel = image[y, x] if rgb else image[y, x, ::-1]
+        np.testing.assert_array_equal(pixel, COLOURS[k])
 
 
 def test_mosaic_crop_is_a_window_at_the_same_scale(tmp_path):

@@ -111,8 +111,9 @@ def test_mosaic_places_each_box_on_its_own_tile(data, nine):
         tiles.append((np.full((h, w, 3), tile_colour(k), np.uint8),
                       A.Targets(boxes, 10 * k + np.arange(len(boxes)))))
     seed = data.draw(st.integers(0, 2**16))
-    canvas, out = (A.mosaic9 if nine else A.mosaic4)(tiles, s, np.random.default_rng(seed))
-    assert canvas.shape == (2 * s, 2 * s, 3)
+    mosaic, out = (A.mosaic9 if nine else A.mosaic4)(tiles, s, np.random.default_rng(seed))
+    canvas = mosaic.render()
+    assert mosaic.shape == canvas.shape == (2 * s, 2 * s, 3)
     check_boxes(out.boxes, 2 * s, 2 * s)
     inputs = [(k, box) for k, (_, t) in enumerate(tiles) for box in t.boxes]
     assert out.classes.tolist() == [c for _, t in tiles for c in t.classes]
@@ -181,6 +182,26 @@ def test_random_perspective_keeps_valid_boxes_of_real_objects(in_hw, out_size, b
     assert (np.diff(out.classes) > 0).all() and dropped == len(boxes) - len(out)
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     assert (area[out.classes] > 0).all(), "a box of zero area came back"
+
+
+@PROPERTIES
+@given(s=st.integers(8, 96), nine=st.booleans(), args=perspective_args(),
+       out_fraction=st.sampled_from([0.5, 1.0]), seed=st.integers(0, 2**16))
+def test_mosaic_warps_as_its_whole_canvas(s, nine, args, out_fraction, seed):
+    """random_perspective of a mosaic draws only the window of the canvas its output reads:
+    the pixels are those of the whole canvas warped (every geometry, windows cut at the
+    canvas edges, outputs smaller than s). Noise tiles of random aspect, so any pixel taken
+    from the wrong place differs."""
+    shapes = np.random.default_rng(seed).integers(1, s + 1, size=9)
+    tiles = [(noise(seed + k, s, int(shapes[k])) if k % 2 else noise(seed + k, int(shapes[k]), s),
+              A.Targets()) for k in range(9 if nine else 4)]
+    mosaic, _ = (A.mosaic9 if nine else A.mosaic4)(tiles, s, np.random.default_rng(seed))
+    out_size, ranges = max(4, int(s * out_fraction)), A.PerspectiveRange(**args)
+    windowed, _, _ = A.random_perspective(mosaic, A.Targets(), out_size,
+                                          np.random.default_rng(seed + 1), ranges)
+    whole, _, _ = A.random_perspective(mosaic.render(), A.Targets(), out_size,
+                                       np.random.default_rng(seed + 1), ranges)
+    np.testing.assert_array_equal(windowed, whole)
 
 
 # ----------------------------------------------------------------------------- resize and pad

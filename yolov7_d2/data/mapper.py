@@ -20,7 +20,7 @@ import logging
 import zlib
 from collections import Counter
 from dataclasses import dataclass, fields
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -229,6 +229,8 @@ class YOLOv7MosaicMapper:
         #: file_name -> (resized image, scale, original width, height), or None: no cache.
         self._cache: Optional[Dict[str, Tuple[np.ndarray, float, int, int]]] = (
             {} if cache_images else None)
+        #: file_name -> (targets of _targets, crowd annotations skipped), with the cache.
+        self._cached_targets: Dict[str, Tuple[Targets, int]] = {}
         self._calls = 0
         #: file_name -> reason, for files found unreadable in this process (not read again).
         self._unreadable: Dict[str, str] = {}
@@ -292,7 +294,9 @@ class YOLOv7MosaicMapper:
         file_name = dataset_dict["file_name"]
         if file_name in self._unreadable:
             raise ImageLoadError(file_name, self._unreadable[file_name])
-        image = read_image(file_name, format=self.image_format)
+        # The pipeline works in OpenCV's BGR, as decoded: the channels are put in
+        # ``image_format`` order by the copy to channels-first at the end, for free.
+        image = read_image(file_name, format="BGR")
         try:
             utils.check_image_size(dataset_dict, image)
         except utils.SizeMismatchError as e:  # the file was replaced after validation
@@ -300,10 +304,26 @@ class YOLOv7MosaicMapper:
         return image
 
     def _targets(self, dataset_dict: dict, scale: float, width: int, height: int) -> Targets:
-        """Annotations (crowd skipped) clipped to the original image, then scaled."""
+        """Annotations (crowd skipped) clipped to the original image, then scaled; kept
+        with the image where images are cached (read-only: every step makes new arrays)."""
+        file_name = dataset_dict["file_name"]
+        entry = self._cached_targets.get(file_name) if self._cache is not None else None
+        if entry is None:
+            entry = self._parse_targets(dataset_dict, scale, width, height)
+            if self._cache is not None:
+                entry[0].boxes.flags.writeable = False
+                self._cached_targets[file_name] = entry
+        targets, crowd = entry
+        self.stats["crowd_skipped"] += crowd
+        self.stats["boxes_in"] += len(targets)
+        return targets
+
+    @staticmethod
+    def _parse_targets(dataset_dict: dict, scale: float, width: int,
+                       height: int) -> Tuple[Targets, int]:
+        """:meth:`_targets` and the number of crowd annotations skipped."""
         annotations = dataset_dict.get("annotations", [])
         objs = [obj for obj in annotations if not obj.get("iscrowd", 0)]
-        self.stats["crowd_skipped"] += len(annotations) - len(objs)
         boxes = np.array([obj["bbox"] for obj in objs], dtype=np.float64).reshape(-1, 4)
         modes = np.array([int(obj["bbox_mode"]) for obj in objs])
         for mode in np.unique(modes):  # converted per mode, not per box
@@ -319,31 +339,37 @@ class YOLOv7MosaicMapper:
                          if len(p) >= 6]
             polygons.append(parts or None)
         targets = Targets(boxes, [obj["category_id"] for obj in objs], polygons)
-        self.stats["boxes_in"] += len(targets)
-        return targets.clip(width, height).affine(scale)
+        return targets.clip(width, height).affine(scale), len(annotations) - len(objs)
 
     def _read_resized(self, dataset_dict: dict) -> Tuple[np.ndarray, float, int, int]:
         """The image with its long side resized to ``image_size``, the scale factor and the
-        original width and height."""
+        original width and height; from the cache, where there is one."""
+        file_name = dataset_dict["file_name"]
+        if self._cache is not None and file_name in self._cache:
+            return self._cache[file_name]
         image = self._read(dataset_dict)
         h, w = image.shape[:2]
         shrink_plainly = not self.is_train and max(h, w) > self.image_size
         interp = cv2.INTER_AREA if shrink_plainly else cv2.INTER_LINEAR
         image, r = A.resize_long_side(image, self.image_size, interp)
+        if self._cache is not None:
+            # Every step reads its tiles into new arrays; read-only makes sure of it.
+            image.flags.writeable = False
+            self._cache[file_name] = (image, r, w, h)
         return image, r, w, h
 
-    def _load(self, dataset_dict: dict) -> Tuple[np.ndarray, Targets]:
-        """Image with its long side resized to ``image_size``, and its targets."""
-        if self._cache is None:
-            image, r, w, h = self._read_resized(dataset_dict)
+    def _load(self, dataset_dict: dict, lazy: bool = False
+              ) -> Tuple[Union[np.ndarray, A.LazyImage], Targets]:
+        """Image with its long side resized to ``image_size``, and its targets. ``lazy``:
+        an image that is not cached and whose size the dict gives comes as a
+        :class:`~.augment.LazyImage`, read only if a mosaic's output shows it."""
+        file_name, w, h = (dataset_dict.get(k) for k in ("file_name", "width", "height"))
+        if lazy and w and h and (self._cache is None or file_name not in self._cache):
+            shape = (*A.long_side_resized(w, h, self.image_size)[::-1], 3)
+            image = A.LazyImage(shape, lambda: self._read_resized(dataset_dict)[0])
+            r = self.image_size / max(w, h)
         else:
-            file_name = dataset_dict["file_name"]
-            if file_name not in self._cache:
-                entry = self._read_resized(dataset_dict)
-                # Every step reads its tiles into new arrays; read-only makes sure of it.
-                entry[0].flags.writeable = False
-                self._cache[file_name] = entry
-            image, r, w, h = self._cache[file_name]
+            image, r, w, h = self._read_resized(dataset_dict)
         return image, self._targets(dataset_dict, r, w, h)
 
     def _partner(self, rng: np.random.Generator) -> dict:
@@ -352,8 +378,10 @@ class YOLOv7MosaicMapper:
     # ------------------------------------------------------------------ pipeline steps
     def _mosaic(self, first: dict, rng: np.random.Generator) -> Tuple[np.ndarray, Targets]:
         nine = rng.random() < self.mix.mosaic9
-        dicts = [first] + [self._partner(rng) for _ in range(8 if nine else 3)]
-        tiles = [self._load(d) for d in dicts]
+        partners = [self._partner(rng) for _ in range(8 if nine else 3)]
+        # Partners are read only if the output shows them; the sample's own image always
+        # (it nearly always shows, and a sample is never one whose own file is unreadable).
+        tiles = [self._load(first)] + [self._load(d, lazy=True) for d in partners]
         build = A.mosaic9 if nine else A.mosaic4
         image, targets = build(tiles, self.image_size, rng)
         return self._perspective(image, targets, rng, self.mosaic_window)
@@ -387,7 +415,7 @@ class YOLOv7MosaicMapper:
         else:
             image, targets = self._load_centered(dataset_dict)
             image, targets = self._perspective(image, targets, rng, self.image_size)
-        A.augment_hsv(image, self.hsv_gains, rng, rgb=self.image_format == "RGB")
+        A.augment_hsv(image, self.hsv_gains, rng, rgb=False)
         if mosaic_on and rng.random() < mix.paste_in:
             targets = self._paste_in(image, targets, rng)
         if rng.random() < flips.ud:
@@ -460,7 +488,10 @@ class YOLOv7MosaicMapper:
                          dict(self.stats))
 
         out = {k: dataset_dict[k] for k in ("file_name", "image_id") if k in dataset_dict}
-        out["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        channels = image.transpose(2, 0, 1)
+        if self.image_format == "RGB":
+            channels = channels[::-1]
+        out["image"] = torch.as_tensor(np.ascontiguousarray(channels))
         out["height"], out["width"] = size, size
         instances = Instances((size, size))
         instances.gt_boxes = Boxes(torch.as_tensor(boxes[keep], dtype=torch.float32))
