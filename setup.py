@@ -37,6 +37,8 @@ optional = {
     "fast-eval": ["faster-coco-eval>=1.8"],
     # ONNX export and onnxruntime inference (tested with onnx 1.23.2, onnxruntime 1.31.1)
     "onnx": ["onnx", "onnxruntime"],
+    # 8-bit RGB(A) PNGs decoded by libspng, 1.3x faster than OpenCV (tested with pyspng 0.1.4)
+    "fast-png": ["pyspng"],
 }
 
 extras_require = {

@@ -184,6 +184,44 @@ def test_random_perspective_keeps_valid_boxes_of_real_objects(in_hw, out_size, b
     assert (area[out.classes] > 0).all(), "a box of zero area came back"
 
 
+def resampled_one_by_one(points: np.ndarray, n: int) -> np.ndarray:
+    """The arc-length resampling of one closed outline, with np.interp."""
+    closed = np.concatenate([points, points[:1]])
+    dist = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(closed, axis=0), axis=1))])
+    if dist[-1] <= 0:
+        return np.repeat(points[:1], n, axis=0)
+    t = np.linspace(0.0, dist[-1], n)
+    return np.stack([np.interp(t, dist, closed[:, 0]), np.interp(t, dist, closed[:, 1])], 1)
+
+
+@PROPERTIES
+@given(sizes=st.lists(st.integers(1, 12), min_size=1, max_size=6),
+       repeats=st.booleans(), seed=st.integers(0, 2**16))
+def test_outlines_resampled_together_as_one_by_one(sizes, repeats, seed):
+    """resample_polygons pads outlines of different lengths to one array: each outline's
+    points are those of resampling it alone (vertices repeated or all at one point too)."""
+    rng = np.random.default_rng(seed)
+    parts = [rng.integers(0, 20, (k, 2)).astype(np.float64) for k in sizes]
+    if repeats:  # zero-length edges inside outlines, and outlines of no length
+        parts = [np.repeat(q, 2, axis=0) for q in parts] + [np.full((3, 2), 5.0)]
+    together = A.resample_polygons(parts, n=50)
+    assert together.shape == (len(parts), 50, 2)
+    for q, points in zip(parts, together):
+        np.testing.assert_allclose(points, resampled_one_by_one(q, 50), atol=1e-9)
+    # Instances of 1 or 2 parts: the box around their points inside a 12 x 10 canvas (after
+    # a shift), whatever number of outlines is resampled at a time.
+    polygons = [parts[i:i + 1 + i % 2] for i in range(0, len(parts), 2)]
+    shift = np.array([[1.0, 0.0, -3.0], [0.0, 1.0, -4.0], [0.0, 0.0, 1.0]])
+    expected = []
+    for polygon in polygons:
+        xy = np.concatenate([resampled_one_by_one(q, A.POLYGON_POINTS) for q in polygon]) - (3, 4)
+        xy = xy[(xy >= 0).all(1) & (xy[:, 0] <= 12) & (xy[:, 1] <= 10)]
+        expected.append(np.concatenate([xy.min(0), xy.max(0)]) if len(xy) else np.zeros(4))
+    for chunk in (1, 256):
+        boxes = A._warp_polygon_boxes(polygons, shift, False, 12, 10, chunk=chunk)
+        np.testing.assert_allclose(boxes, expected, atol=1e-9)
+
+
 @PROPERTIES
 @given(s=st.integers(8, 96), nine=st.booleans(), args=perspective_args(),
        out_fraction=st.sampled_from([0.5, 1.0]), seed=st.integers(0, 2**16))
@@ -202,6 +240,18 @@ def test_mosaic_warps_as_its_whole_canvas(s, nine, args, out_fraction, seed):
     whole, _, _ = A.random_perspective(mosaic.render(), A.Targets(), out_size,
                                        np.random.default_rng(seed + 1), ranges)
     np.testing.assert_array_equal(windowed, whole)
+
+
+@PROPERTIES
+@given(h=st.integers(1, 40), w=st.integers(1, 40), view=st.sampled_from(["", "lr", "ud", "t"]),
+       reverse=st.booleans(), seed=st.integers(0, 2**16))
+def test_channels_first_copies_any_view(h, w, view, reverse, seed):
+    img = noise(seed, h, w)
+    img = {"": img, "lr": img[:, ::-1], "ud": img[::-1], "t": img.transpose(1, 0, 2)}[view]
+    out = A.channels_first(img, reverse)
+    expected = img.transpose(2, 0, 1)[::-1] if reverse else img.transpose(2, 0, 1)
+    assert out.flags.c_contiguous and not np.shares_memory(out, img)
+    np.testing.assert_array_equal(out, expected)
 
 
 # ----------------------------------------------------------------------------- resize and pad

@@ -98,8 +98,19 @@ def make_cfg(tmp_path, *opts):
 
 
 # ---------------------------------------------------------------------------- reading
-@pytest.mark.parametrize("strict", [False, True], ids=["opencv", "pil"])
-def test_read_image_matches_opencv_for_16bit_gray_rgba_and_exif(tmp_path, strict):
+@pytest.mark.parametrize("decoder", ["spng", "opencv", "pil"])
+def test_read_image_matches_opencv_for_16bit_gray_rgba_and_exif(tmp_path, monkeypatch, decoder):
+    """Every decoder gives cv2.imread's pixels: libspng (8-bit RGB / RGBA PNGs, the test extra
+    installs it), OpenCV (the other complete files, or everything without libspng), PIL
+    (``strict``, the dataset check)."""
+    strict = decoder == "pil"
+    spng_reads = []
+    if decoder == "spng":
+        load = image_io.pyspng.load
+        monkeypatch.setattr(image_io.pyspng, "load",
+                            lambda data: spng_reads.append(len(data)) or load(data))
+    else:
+        monkeypatch.setattr(image_io, "pyspng", None)
     ramp = (np.arange(48 * 64, dtype=np.uint32).reshape(48, 64) * 21).astype(np.uint16)
     cv2.imwrite(str(tmp_path / "gray16.png"), ramp)
     gray16 = read_image(tmp_path / "gray16.png", format="RGB", strict=strict)
@@ -118,10 +129,16 @@ def test_read_image_matches_opencv_for_16bit_gray_rgba_and_exif(tmp_path, strict
             got = read_image(tmp_path / name, format=fmt, strict=strict)
             np.testing.assert_array_equal(got, want, f"{name} {fmt}")
 
+    # libspng read the 8-bit RGB and RGBA files, twice each (BGR, RGB)
+    assert len(spng_reads) == (4 if decoder == "spng" else 0)
+
     exif = Image.Exif()
     exif[0x0112] = 6  # rotated 90 degrees: width and height swap
     Image.fromarray(noise(48, 64)).save(tmp_path / "rotated.jpg", exif=exif)
     assert read_image(tmp_path / "rotated.jpg", strict=strict).shape == (64, 48, 3)
+    Image.fromarray(noise(48, 64)).save(tmp_path / "rotated.png", exif=exif)
+    np.testing.assert_array_equal(read_image(tmp_path / "rotated.png", strict=strict),
+                                  cv2.imread(str(tmp_path / "rotated.png")))
     with pytest.raises(ImageLoadError, match="missing.png"):
         read_image(tmp_path / "missing.png", strict=strict)
 
@@ -130,9 +147,9 @@ def test_read_image_matches_opencv_for_16bit_gray_rgba_and_exif(tmp_path, strict
 def test_read_image_names_a_truncated_file_and_the_reason(tmp_path, name):
     cv2.imwrite(str(tmp_path / name), noise(48, 64))
     data = (tmp_path / name).read_bytes()
-    assert image_io._decode_with_opencv(data, "BGR") is not None  # complete: the fast path
+    assert image_io._decode_fast(data, "BGR") is not None  # complete: the fast path
     (tmp_path / name).write_bytes(data[:len(data) // 2])
-    assert image_io._decode_with_opencv(data[:len(data) // 2], "BGR") is None
+    assert image_io._decode_fast(data[:len(data) // 2], "BGR") is None
     with pytest.raises(ImageLoadError, match=rf"{name}.*truncated"):
         read_image(tmp_path / name)
 

@@ -488,10 +488,7 @@ class YOLOv7MosaicMapper:
                          dict(self.stats))
 
         out = {k: dataset_dict[k] for k in ("file_name", "image_id") if k in dataset_dict}
-        channels = image.transpose(2, 0, 1)
-        if self.image_format == "RGB":
-            channels = channels[::-1]
-        out["image"] = torch.as_tensor(np.ascontiguousarray(channels))
+        out["image"] = torch.from_numpy(A.channels_first(image, self.image_format == "RGB"))
         out["height"], out["width"] = size, size
         instances = Instances((size, size))
         instances.gt_boxes = Boxes(torch.as_tensor(boxes[keep], dtype=torch.float32))
