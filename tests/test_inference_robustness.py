@@ -81,6 +81,20 @@ def test_grayscale_bgra_and_16_bit_arrays_are_converted(predictor):
     assert_same(predictor(wide), as_bgr)
 
 
+def test_model_input_is_detectron2s_resize_in_the_config_format(predictor):
+    """The predictor's input: detectron2's ResizeShortestEdge (DefaultPredictor's), uint8,
+    channels first, in INPUT.FORMAT (RGB); an image already at its size is not resized."""
+    import detectron2.data.transforms as T
+
+    resize = T.ResizeShortestEdge([128, 128], 128)
+    for image in (photo("coffee"), cv2.resize(photo("coffee"), (128, 85))):
+        expected = resize.get_transform(image).apply_image(image[:, :, ::-1])
+        got = predictor.preprocess(image)
+        assert got["image"].dtype == torch.uint8
+        assert (got["height"], got["width"]) == image.shape[:2]
+        np.testing.assert_array_equal(got["image"].permute(1, 2, 0).numpy(), expected)
+
+
 def test_other_arrays_are_clear_errors(predictor):
     image = photo("chelsea")
     with pytest.raises(ValueError, match="expected uint8 .* got float32"):

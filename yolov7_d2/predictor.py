@@ -14,6 +14,7 @@ from detectron2.data.catalog import Metadata
 from detectron2.modeling import build_model
 
 from .checkpoint import YOLOv7Checkpointer
+from .data.augment import channels_first
 from .data.image_io import read_image
 from .data.test_mapper import at_least_one_pixel
 from .export.deploy import checkpoint_is_reparameterized
@@ -128,20 +129,22 @@ class YOLOv7Predictor:
 
     def resize(self, image: np.ndarray) -> np.ndarray:
         """``self.aug`` applied to ``image``, keeping at least one pixel on each side (it
-        would make a 10000 x 10 image 640 x 0)."""
-        return at_least_one_pixel(self.aug.get_transform(image)).apply_image(image)
+        would make a 10000 x 10 image 640 x 0); an image already at its size is returned as
+        it is (detectron2 would have PIL copy it)."""
+        transform = at_least_one_pixel(self.aug.get_transform(image))
+        if (transform.new_h, transform.new_w) == image.shape[:2]:
+            return image
+        return transform.apply_image(image)
 
     def preprocess(self, original_image: Union[np.ndarray, str, os.PathLike]) -> Dict:
         """The model input dict of one BGR image (see :func:`as_bgr_image`) or image file."""
         if isinstance(original_image, (str, os.PathLike)):
             original_image = read_image(original_image, format="BGR")
         original_image = as_bgr_image(original_image)
-        if self.input_format == "RGB":
-            original_image = original_image[:, :, ::-1]
         height, width = original_image.shape[:2]
-        image = self.resize(original_image)
-        image = torch.as_tensor(np.ascontiguousarray(image.astype("float32").transpose(2, 0, 1)))
-        return {"image": image, "height": height, "width": width}
+        # uint8 (C, H, W) in INPUT.FORMAT, as the training mapper gives: the model normalizes.
+        image = channels_first(self.resize(original_image), reverse=self.input_format == "RGB")
+        return {"image": torch.from_numpy(image), "height": height, "width": width}
 
     @torch.inference_mode()
     def __call__(self, original_image: Union[np.ndarray, str, os.PathLike]) -> Dict:
