@@ -93,6 +93,7 @@ def test_model_input_is_detectron2s_resize_in_the_config_format(predictor):
         assert got["image"].dtype == torch.uint8
         assert (got["height"], got["width"]) == image.shape[:2]
         np.testing.assert_array_equal(got["image"].permute(1, 2, 0).numpy(), expected)
+    assert predictor.resize(image) is image  # the second: at its size, no copy
 
 
 def test_other_arrays_are_clear_errors(predictor):

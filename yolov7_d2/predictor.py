@@ -16,7 +16,7 @@ from detectron2.modeling import build_model
 from .checkpoint import YOLOv7Checkpointer
 from .data.augment import channels_first
 from .data.image_io import read_image
-from .data.test_mapper import at_least_one_pixel
+from .data.test_mapper import fitted_resize
 from .export.deploy import checkpoint_is_reparameterized
 from .modeling.reparam import inference_form
 
@@ -128,13 +128,10 @@ class YOLOv7Predictor:
             raise ValueError(f"INPUT.FORMAT must be 'RGB' or 'BGR', got {self.input_format!r}")
 
     def resize(self, image: np.ndarray) -> np.ndarray:
-        """``self.aug`` applied to ``image``, keeping at least one pixel on each side (it
-        would make a 10000 x 10 image 640 x 0); an image already at its size is returned as
-        it is (detectron2 would have PIL copy it)."""
-        transform = at_least_one_pixel(self.aug.get_transform(image))
-        if (transform.new_h, transform.new_w) == image.shape[:2]:
-            return image
-        return transform.apply_image(image)
+        """``self.aug`` applied to ``image`` as a
+        :class:`~yolov7_d2.data.test_mapper.FittedResize`: at least one pixel on each side
+        (it would make a 10000 x 10 image 640 x 0), no copy of an image at its size."""
+        return fitted_resize(self.aug.get_transform(image)).apply_image(image)
 
     def preprocess(self, original_image: Union[np.ndarray, str, os.PathLike]) -> Dict:
         """The model input dict of one BGR image (see :func:`as_bgr_image`) or image file."""

@@ -6,8 +6,9 @@
   the model).
 * :func:`build_yolov7_test_loader`: detectron2's test loader whose unreadable images are
   skipped with a warning naming the file instead of ending the evaluation.
-* :func:`at_least_one_pixel` / :class:`ResizeLongSide`: resizes that keep a pixel on each
-  side of very long images (also used by the predictors).
+* :class:`FittedResize` / :class:`ResizeLongSide`: resizes that keep a pixel on each side
+  of very long images and leave an image at its size untouched (also used by the
+  predictors).
 """
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ __all__ = [
     "build_yolov7_test_mapper",
     "build_yolov7_test_loader",
     "ResizeLongSide",
-    "at_least_one_pixel",
+    "FittedResize",
+    "fitted_resize",
 ]
 
 logger = logging.getLogger(__name__)
@@ -164,16 +166,30 @@ class ResizeLongSide(T.ResizeShortestEdge):
     def get_transform(self, image: np.ndarray) -> T.Transform:
         h, w = image.shape[:2]
         new_h, new_w = self.get_output_shape(h, w, self.size, self.size)
-        return at_least_one_pixel(T.ResizeTransform(h, w, new_h, new_w, self.interp))
+        return FittedResize(h, w, new_h, new_w, self.interp)
 
 
-def at_least_one_pixel(transform: T.Transform) -> T.Transform:
-    """``transform`` with a resize to 0 px on a side made a resize to 1 px: detectron2's
-    ``ResizeShortestEdge`` rounds the short side of a very long image (over 2 x the size
-    times longer than wide) to 0, which can be neither resized nor mapped back."""
-    if isinstance(transform, T.ResizeTransform) and min(transform.new_h, transform.new_w) < 1:
-        return T.ResizeTransform(transform.h, transform.w, max(transform.new_h, 1),
-                                 max(transform.new_w, 1), transform.interp)
+class FittedResize(T.ResizeTransform):
+    """detectron2's ``ResizeTransform``, except that each side is at least 1 px (detectron2's
+    ``ResizeShortestEdge`` rounds the short side of a very long image, over 2 x the size
+    times longer than wide, to 0, which can be neither resized nor mapped back), and that
+    an image it leaves at its size is returned as it is (detectron2 would have PIL copy
+    it: 1.5 ms for a 640 x 480 photo)."""
+
+    def __init__(self, h: int, w: int, new_h: int, new_w: int, interp=None):
+        super().__init__(h, w, max(new_h, 1), max(new_w, 1), interp)
+
+    def apply_image(self, img: np.ndarray, interp=None) -> np.ndarray:
+        if img.shape[:2] == (self.h, self.w) == (self.new_h, self.new_w):
+            return img
+        return super().apply_image(img, interp)
+
+
+def fitted_resize(transform: T.Transform) -> T.Transform:
+    """A ``ResizeTransform`` as a :class:`FittedResize`; any other transform unchanged."""
+    if isinstance(transform, T.ResizeTransform):
+        return FittedResize(transform.h, transform.w, transform.new_h, transform.new_w,
+                            transform.interp)
     return transform
 
 

@@ -9,12 +9,11 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-import detectron2.data.transforms as T
 from detectron2.modeling import detector_postprocess
 from detectron2.structures import Boxes, Instances
 
 from ..data.augment import PAD_VALUE
-from ..data.test_mapper import ResizeLongSide, at_least_one_pixel
+from ..data.test_mapper import FittedResize, ResizeLongSide
 from ..modeling.box_coder import decode_predictions
 from ..modeling.meta_arch import postprocess_single_image
 from ..predictor import class_names_metadata
@@ -38,8 +37,8 @@ def fit_top_left(image: np.ndarray, height: int, width: int
         resize = ResizeLongSide(height).get_transform(image)
     else:
         scale = min(height / h, width / w)
-        resize = at_least_one_pixel(T.ResizeTransform(
-            h, w, min(height, int(h * scale + 0.5)), min(width, int(w * scale + 0.5))))
+        resize = FittedResize(h, w, min(height, int(h * scale + 0.5)),
+                              min(width, int(w * scale + 0.5)))
     new_h, new_w = resize.new_h, resize.new_w
     canvas = np.full((3, height, width), PAD_VALUE, dtype=np.float32)
     canvas[:, :new_h, :new_w] = resize.apply_image(image).transpose(2, 0, 1)
