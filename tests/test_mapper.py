@@ -262,6 +262,43 @@ def test_mosaic_partners_are_read_only_when_the_output_shows_them(tmp_path):
     assert reads[id(lazy)] < 0.9 * reads[id(eager)], reads
 
 
+def test_large_jpegs_are_decoded_at_a_fraction_of_their_size(tmp_path):
+    """INPUT.YOLOV7.REDUCED_JPEG_DECODE: photos 4.1-8.2x the training size, as JPEGs, are
+    decoded at 1/4 or 1/8 of their size; the samples have the same boxes as decoding them
+    whole and nearly the same pixels (the DCT scaling is a low-pass filter where the
+    bilinear shrink aliases). Evaluation decodes them whole."""
+    dicts = write_dataset(tmp_path)
+    for d in dicts:
+        big = cv2.resize(cv2.imread(d["file_name"]), None, fx=3.5, fy=3.5,
+                         interpolation=cv2.INTER_CUBIC)
+        d["file_name"] = d["file_name"].replace(".png", ".jpg")
+        cv2.imwrite(d["file_name"], big, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        d["height"], d["width"] = big.shape[:2]
+        ann = d["annotations"][0]
+        ann["bbox"] = [v * 3.5 for v in ann["bbox"]]
+    cfgs = [make_cfg(*NO_AUG, "INPUT.YOLOV7.REDUCED_JPEG_DECODE", str(on),
+                     "INPUT.YOLOV7.CACHE_IMAGES_MEMORY_FRACTION", "0.0") for on in (True, False)]
+    mappers = [YOLOv7MosaicMapper(cfg, is_train=True, dataset_dicts=dicts) for cfg in cfgs]
+    mappers.append(YOLOv7MosaicMapper(cfgs[0], is_train=False))
+    factors = {id(m): [] for m in mappers}
+    for mapper in mappers:
+        read = mapper._read
+
+        def logged(d, read=read, log=factors[id(mapper)]):
+            image, factor = read(d)
+            log.append(factor)
+            return image, factor
+        mapper._read = logged
+    for k in range(6):
+        reduced, whole = (m(dicts[k % 3], iteration=k) for m in mappers[:2])
+        assert torch.equal(reduced["instances"].gt_boxes.tensor,
+                           whole["instances"].gt_boxes.tensor)
+        difference = (reduced["image"].int() - whole["image"].int()).abs().float().mean()
+        assert difference < 4.0, (k, difference)
+        mappers[2](dicts[k % 3])
+    assert [set(factors[id(m)]) for m in mappers] == [{4, 8}, {1}, {1}]
+
+
 def test_images_are_cached_when_all_copies_fit_the_memory_fraction(tmp_path, monkeypatch):
     from yolov7_d2.data import mapper as M
 

@@ -152,6 +152,31 @@ def test_read_image_names_a_truncated_file_and_the_reason(tmp_path, name):
     assert image_io._decode_fast(data[:len(data) // 2], "BGR") is None
     with pytest.raises(ImageLoadError, match=rf"{name}.*truncated"):
         read_image(tmp_path / name)
+    with pytest.raises(ImageLoadError, match=rf"{name}.*truncated"):
+        image_io.read_image_reduced(tmp_path / name, 8)
+
+
+def test_jpeg_decoded_at_a_fraction_of_its_size(tmp_path):
+    """read_image_reduced: a JPEG at 1/2, 1/4, 1/8 (the largest factor allowed), its sides
+    divided rounding up, EXIF orientation applied; the pixels of a whole decode shrunk
+    (within JPEG's rounding); other files whole."""
+    smooth = cv2.GaussianBlur(noise(203, 301), (0, 0), 6)
+    cv2.imwrite(str(tmp_path / "a.jpg"), smooth, [cv2.IMWRITE_JPEG_QUALITY, 98])
+    cv2.imwrite(str(tmp_path / "a.png"), smooth)
+    whole = read_image(tmp_path / "a.jpg", format="RGB")
+    for max_factor, factor in ((1, 1), (3, 2), (4, 4), (7, 4), (100, 8)):
+        image, got = image_io.read_image_reduced(tmp_path / "a.jpg", max_factor, format="RGB")
+        assert got == factor and image.shape == (-(-203 // factor), -(-301 // factor), 3)
+        shrunk = cv2.resize(whole, image.shape[1::-1], interpolation=cv2.INTER_AREA)
+        assert np.abs(image.astype(int) - shrunk).mean() < 2.0, factor
+    image, factor = image_io.read_image_reduced(tmp_path / "a.png", 8)
+    assert factor == 1
+    np.testing.assert_array_equal(image, cv2.imread(str(tmp_path / "a.png")))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees: width and height swap
+    Image.fromarray(smooth).save(tmp_path / "rotated.jpg", exif=exif)
+    image, factor = image_io.read_image_reduced(tmp_path / "rotated.jpg", 2)
+    assert factor == 2 and image.shape == (151, 102, 3)
 
 
 # ---------------------------------------------------------------------------- images

@@ -40,7 +40,9 @@ official column is left empty. Rows (``--rows``):
   warp the outlines and re-fit the boxes, and paste-in has outlines to cut); each decoding
   every image at each use (both sides' default) and with decoded images cached in memory
   (official ``cache_images``, our ``INPUT.YOLOV7.CACHE_IMAGES``; by default ours caches a
-  training set whose copies fit a quarter of the available memory, as these 21 tiles).
+  training set whose copies fit a quarter of the available memory, as these 21 tiles);
+  then box labels on the tiles enlarged 5x as JPEG photos (2080 x 2080), decoded at each use
+  (ours decodes them at 1/4 of their size, ``INPUT.YOLOV7.REDUCED_JPEG_DECODE``).
 """
 import argparse
 import contextlib
@@ -59,6 +61,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import torch
 
@@ -79,6 +82,8 @@ from detectron2.utils.events import EventStorage  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = ("forward", "e2e", "onnx", "loss", "train", "data")
 SIZE = 640
+#: The data rows' large photos: the tree tiles enlarged this many times, as JPEGs.
+PHOTO_ENLARGEMENT = 5
 #: (GT boxes per image, batch) of the loss rows; above 300 the dense rows (2 runs each).
 LOSS_DENSITIES = ((10, 8), (30, 8), (100, 8), (300, 8), (1000, 2), (3000, 2))
 
@@ -480,9 +485,11 @@ def train_rows(off, repeats):
     return rows
 
 
-def yolo_copy_of_trees(directory: Path, polygons: bool = False) -> Path:
+def yolo_copy_of_trees(directory: Path, polygons: bool = False, enlarge: int = 1) -> Path:
     """The training tree tiles as a YOLO dataset (images/, labels/, data.yaml) in directory;
-    ``polygons``: each box as the 16-point ellipse inscribed in it (YOLO segment labels)."""
+    ``polygons``: each box as the 16-point ellipse inscribed in it (YOLO segment labels);
+    ``enlarge`` > 1: each tile enlarged that many times (bicubic) and saved as a JPEG
+    (quality 90), as large photos."""
     from yolov7_d2.data import register_deepforest
     from yolov7_d2.engine import prepare_bundled_datasets
 
@@ -495,7 +502,13 @@ def yolo_copy_of_trees(directory: Path, polygons: bool = False) -> Path:
     angles = np.linspace(0, 2 * np.pi, 16, endpoint=False)  # the polygons' vertices
     for d in DatasetCatalog.get(names[0]):
         stem = Path(d["file_name"]).stem
-        shutil.copy(d["file_name"], directory / "images" / Path(d["file_name"]).name)
+        if enlarge > 1:
+            photo = cv2.resize(cv2.imread(d["file_name"]), None, fx=enlarge, fy=enlarge,
+                               interpolation=cv2.INTER_CUBIC)
+            cv2.imwrite(str(directory / "images" / f"{stem}.jpg"), photo,
+                        [cv2.IMWRITE_JPEG_QUALITY, 90])
+        else:
+            shutil.copy(d["file_name"], directory / "images" / Path(d["file_name"]).name)
         w, h = d["width"], d["height"]
         lines = []
         for x, y, bw, bh in (a["bbox"] for a in d["annotations"]):
@@ -516,7 +529,8 @@ def data_rows(off, repeats, samples: int = 40):
     """Images per second of the training pipeline (mosaic, perspective, HSV, mixup, paste-in,
     flips) on the tree tiles, box and polygon labels, decoding every image at each use (both
     sides' default) and with decoded images cached in memory (official ``--cache-images``,
-    our ``INPUT.YOLOV7.CACHE_IMAGES``)."""
+    our ``INPUT.YOLOV7.CACHE_IMAGES``); ``samples`` per run, 3 times as many cached (runs of
+    a second or so: the official paste-in's cost varies from sample to sample)."""
     import yaml
 
     from yolov7_d2.data import YOLOv7MosaicMapper
@@ -529,13 +543,18 @@ def data_rows(off, repeats, samples: int = 40):
         with open(off.hyp / "hyp.scratch.tiny.yaml") as f:
             hyp = yaml.safe_load(f)
     rows = []
-    for kind, cache in itertools.product(("box", "polygon"), (False, True)):
+    settings = [(kind, cache, 1) for kind, cache in itertools.product(("box", "polygon"),
+                                                                      (False, True))]
+    settings.append(("box", False, PHOTO_ENLARGEMENT))
+    for kind, cache, enlarge in settings:
+        count = 3 * samples if cache else samples
         cfg = load_config(str(ROOT / "configs" / "coco" / "yolov7-tiny.yaml"),
                           ["MODEL.DEVICE", "cpu", "SEED", "0",
                            "INPUT.YOLOV7.CACHE_IMAGES", str(cache),
                            "INPUT.YOLOV7.CACHE_IMAGES_MEMORY_FRACTION", "0.0"])
         with tempfile.TemporaryDirectory() as tmp:
-            data = yolo_copy_of_trees(Path(tmp) / "trees", polygons=kind == "polygon")
+            data = yolo_copy_of_trees(Path(tmp) / "trees", polygons=kind == "polygon",
+                                      enlarge=enlarge)
             train_name = register_yolo_dataset(data / "data.yaml",
                                                name_prefix=f"bench_{kind}_{cache}")["train"]
             dicts = DatasetCatalog.get(train_name)
@@ -553,19 +572,22 @@ def data_rows(off, repeats, samples: int = 40):
                             off.datasets.load_image(dataset, i))
 
                 def official():
-                    for i in range(samples):
+                    for i in range(count):
                         dataset[i % len(dataset)]
 
             def ours():
-                for i in range(samples):
+                for i in range(count):
                     mapper(dicts[i % len(dicts)])
 
             t_off, t_ours = interleaved(official, ours, repeats)
         # images per second: higher is better, so the ratio is ours / official rate
         label = "images cached in memory" if cache else "decoded at each use"
+        if enlarge > 1:
+            side = 416 * enlarge
+            label = f"{side} x {side} JPEG photos, {label}"
         rows.append((f"training data pipeline, images/s, one process, official hyp tiny: "
-                     f"{kind} labels, {label}", samples / t_off if t_off else None,
-                     samples / t_ours, "rate"))
+                     f"{kind} labels, {label}", count / t_off if t_off else None,
+                     count / t_ours, "rate"))
     return rows
 
 

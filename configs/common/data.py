@@ -49,6 +49,8 @@ dataloader.train = L(yolov7_train_loader)(
         seed=None,
         # Keep decoded, resized images in memory (official --cache-images).
         cache_images=False,
+        # Decode JPEGs 2, 4 or 8 times the image size or more at that fraction (not official).
+        reduced_jpeg_decode=True,
     ),
     total_batch_size=64,
     num_workers=4,

@@ -35,7 +35,7 @@ from detectron2.utils import comm
 from ..utils.memory import available_memory_bytes
 from . import augment as A
 from .augment import BoxFilter, PerspectiveRange, Targets
-from .image_io import ImageLoadError, read_image
+from .image_io import ImageLoadError, read_image_reduced
 from .stream import YOLOv7TrainLoader
 from .validate import dataset_dicts_from_config
 
@@ -130,10 +130,11 @@ class YOLOv7MosaicMapper:
     evaluation, which needs boxes in original image coordinates, use
     :func:`build_yolov7_test_mapper`.
 
-    Files are read with :func:`~.image_io.read_image`. In training, a sample whose image (or
-    a partner's) cannot be read, e.g. deleted after the dataset was validated, is replaced by
-    a random other one with a warning naming the file (counted in :attr:`stats`); with
-    ``is_train=False`` :class:`~.image_io.ImageLoadError` is raised.
+    Files are read with :func:`~.image_io.read_image_reduced` (see ``reduced_jpeg_decode``).
+    In training, a sample whose image (or a partner's) cannot be read, e.g. deleted after
+    the dataset was validated, is replaced by a random other one with a warning naming the
+    file (counted in :attr:`stats`); with ``is_train=False``
+    :class:`~.image_io.ImageLoadError` is raised.
 
     Randomness: each call draws from its own ``numpy.random.Generator``, whatever the global
     RNG state (detectron2 reseeds the global RNGs of each worker at random). The training
@@ -173,6 +174,7 @@ class YOLOv7MosaicMapper:
         seed: Optional[int] = 0,
         cache_images: bool = False,
         mosaic_crop_size: int = 0,
+        reduced_jpeg_decode: bool = True,
     ):
         """
         Args:
@@ -202,6 +204,10 @@ class YOLOv7MosaicMapper:
                 Objects keep the scale of ``image_size``: a smaller window is fewer pixels per
                 sample, not smaller objects. Plain (not mosaic) samples stay ``image_size``
                 (a batch of both is padded with grey to the larger by the model).
+            reduced_jpeg_decode (bool): in training, decode a JPEG whose dict gives a size
+                2, 4 or 8 times ``image_size`` or more at 1/2, 1/4 or 1/8 of it (libjpeg's
+                DCT scaling, 2-3x faster for large photos; not official). Evaluation
+                always decodes whole images.
         """
         if image_format not in ("RGB", "BGR"):
             raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
@@ -222,6 +228,7 @@ class YOLOv7MosaicMapper:
         self.hsv_gains = tuple(hsv_gains)
         self.flips, self.box_filter = flips, box_filter
         self.close_mosaic_iters, self.max_iter = int(close_mosaic_iters), int(max_iter)
+        self.reduced_jpeg_decode = bool(reduced_jpeg_decode) and is_train
         if seed is None:
             seed = int(np.random.SeedSequence().entropy % (2**63))
             logger.info("YOLOv7MosaicMapper: no seed given, drew seed %d", seed)
@@ -265,6 +272,7 @@ class YOLOv7MosaicMapper:
             "max_iter": cfg.SOLVER.MAX_ITER,
             "seed": cfg.SEED if cfg.SEED >= 0 else None,
             "mosaic_crop_size": aug.MOSAIC_CROP_SIZE,
+            "reduced_jpeg_decode": aug.REDUCED_JPEG_DECODE,
             "cache_images": aug.CACHE_IMAGES or (is_train and cache_fits_in_memory(
                 dataset_dicts, aug.IMAGE_SIZE, processes=max(1, cfg.DATALOADER.NUM_WORKERS),
                 fraction=aug.CACHE_IMAGES_MEMORY_FRACTION)),
@@ -290,18 +298,27 @@ class YOLOv7MosaicMapper:
         worker = 0 if info is None else info.id + 1
         return np.random.default_rng([self.seed, comm.get_rank(), worker, self._calls, key])
 
-    def _read(self, dataset_dict: dict) -> np.ndarray:
+    def _read(self, dataset_dict: dict) -> Tuple[np.ndarray, int]:
+        """The image, BGR, and the factor its sides were divided by when it was decoded (see
+        ``reduced_jpeg_decode``; 1: whole)."""
         file_name = dataset_dict["file_name"]
         if file_name in self._unreadable:
             raise ImageLoadError(file_name, self._unreadable[file_name])
+        w, h = dataset_dict.get("width"), dataset_dict.get("height")
+        max_factor = max(w, h) // self.image_size if self.reduced_jpeg_decode and w and h else 1
         # The pipeline works in OpenCV's BGR, as decoded: the channels are put in
         # ``image_format`` order by the copy to channels-first at the end, for free.
-        image = read_image(file_name, format="BGR")
-        try:
-            utils.check_image_size(dataset_dict, image)
-        except utils.SizeMismatchError as e:  # the file was replaced after validation
-            raise ImageLoadError(file_name, str(e)) from e
-        return image
+        image, factor = read_image_reduced(file_name, max_factor, format="BGR")
+        if factor == 1:
+            try:
+                utils.check_image_size(dataset_dict, image)
+            except utils.SizeMismatchError as e:  # the file was replaced after validation
+                raise ImageLoadError(file_name, str(e)) from e
+        elif image.shape[:2] != (-(-h // factor), -(-w // factor)):
+            raise ImageLoadError(file_name, f"decoded at 1/{factor} of its size to "
+                                 f"{image.shape[1]}x{image.shape[0]}: it is not the "
+                                 f"{w}x{h} image of its dataset dict")
+        return image, factor
 
     def _targets(self, dataset_dict: dict, scale: float, width: int, height: int) -> Targets:
         """Annotations (crowd skipped) clipped to the original image, then scaled; kept
@@ -347,11 +364,17 @@ class YOLOv7MosaicMapper:
         file_name = dataset_dict["file_name"]
         if self._cache is not None and file_name in self._cache:
             return self._cache[file_name]
-        image = self._read(dataset_dict)
-        h, w = image.shape[:2]
-        shrink_plainly = not self.is_train and max(h, w) > self.image_size
-        interp = cv2.INTER_AREA if shrink_plainly else cv2.INTER_LINEAR
-        image, r = A.resize_long_side(image, self.image_size, interp)
+        image, factor = self._read(dataset_dict)
+        if factor == 1:
+            h, w = image.shape[:2]
+            shrink_plainly = not self.is_train and max(h, w) > self.image_size
+            interp = cv2.INTER_AREA if shrink_plainly else cv2.INTER_LINEAR
+            image, r = A.resize_long_side(image, self.image_size, interp)
+        else:  # the size of the whole image resized, from the dict's
+            w, h = dataset_dict["width"], dataset_dict["height"]
+            r = self.image_size / max(w, h)
+            image = cv2.resize(image, A.long_side_resized(w, h, self.image_size),
+                               interpolation=cv2.INTER_LINEAR)
         if self._cache is not None:
             # Every step reads its tiles into new arrays; read-only makes sure of it.
             image.flags.writeable = False
