@@ -137,8 +137,15 @@ def test_read_image_matches_opencv_for_16bit_gray_rgba_and_exif(tmp_path, monkey
     Image.fromarray(noise(48, 64)).save(tmp_path / "rotated.jpg", exif=exif)
     assert read_image(tmp_path / "rotated.jpg", strict=strict).shape == (64, 48, 3)
     Image.fromarray(noise(48, 64)).save(tmp_path / "rotated.png", exif=exif)
-    np.testing.assert_array_equal(read_image(tmp_path / "rotated.png", strict=strict),
-                                  cv2.imread(str(tmp_path / "rotated.png")))
+    # the same EXIF chunk moved after the image data (where the PNG format allows it too)
+    data = (tmp_path / "rotated.png").read_bytes()
+    at = data.index(b"eXIf") - 4
+    chunk = data[at:at + 12 + int.from_bytes(data[at:at + 4], "big")]
+    data = data[:at] + data[at + len(chunk):]
+    (tmp_path / "exif_last.png").write_bytes(data[:-12] + chunk + data[-12:])
+    for name in ("rotated.png", "exif_last.png"):
+        np.testing.assert_array_equal(read_image(tmp_path / name, strict=strict),
+                                      cv2.imread(str(tmp_path / name)))
     with pytest.raises(ImageLoadError, match="missing.png"):
         read_image(tmp_path / "missing.png", strict=strict)
 

@@ -98,9 +98,14 @@ def _decode_fast(data: bytes, format: str, jpeg_factor: int = 1) -> Optional[np.
 def _spng_decodes_as_opencv(data: bytes) -> bool:
     """Whether libspng is installed and ``data`` (a complete PNG) has 8 bits per sample, RGB
     or RGBA (IHDR's bit depth and colour type, bytes 24 and 25 of the file) and no EXIF
-    chunk (whose orientation OpenCV applies): what libspng decodes to OpenCV's pixels."""
-    return (pyspng is not None and data.startswith(_COMPLETE_FILES[1][0]) and len(data) > 25
-            and data[24] == 8 and data[25] in (2, 6) and b"eXIf" not in data)
+    chunk (whose orientation OpenCV applies): what libspng decodes to OpenCV's pixels. EXIF is
+    looked for before the first and after the last image data chunk, not through the image
+    data (a quarter of a millisecond for a 0.5 MB file)."""
+    if not (pyspng is not None and data.startswith(_COMPLETE_FILES[1][0]) and len(data) > 25
+            and data[24] == 8 and data[25] in (2, 6)):
+        return False
+    first, last = data.find(b"IDAT"), data.rfind(b"IDAT")
+    return first >= 0 and b"eXIf" not in data[:first] and b"eXIf" not in data[last:]
 
 
 def _decode_with_pil(data: bytes, format: str) -> np.ndarray:
