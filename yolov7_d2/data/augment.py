@@ -592,8 +592,8 @@ def paste_in(img: np.ndarray, targets: Targets, samples: Sequence[PasteSample],
 
 
 # ----------------------------------------------------------------------------- flips
-# The flips are OpenCV's copies (0.04 ms at 640), not views: the image stays contiguous for
-# OpenCV's move to channels-first (channels_first), which takes no view.
+# The flips are OpenCV's copies (0.04 ms at 640), not views: the image stays contiguous, as
+# OpenCV's move to channels-first (channels_first) needs it (a view is copied first).
 def flip_lr(img: np.ndarray, targets: Targets) -> Tuple[np.ndarray, Targets]:
     w = img.shape[1]
     boxes = targets.boxes.copy()
