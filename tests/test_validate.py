@@ -4,6 +4,7 @@ datasets; truncated, missing and changed files; the cache; box sanitizing; confi
 files that go bad after validation, in training and in evaluation."""
 import logging
 import os
+import zlib
 from pathlib import Path
 
 import cv2
@@ -98,6 +99,12 @@ def make_cfg(tmp_path, *opts):
 
 
 # ---------------------------------------------------------------------------- reading
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    """A PNG chunk: length, type, data, CRC of type and data."""
+    return (len(payload).to_bytes(4, "big") + kind + payload
+            + zlib.crc32(kind + payload).to_bytes(4, "big"))
+
+
 @pytest.mark.parametrize("decoder", ["spng", "opencv", "pil"])
 def test_read_image_matches_opencv_for_16bit_gray_rgba_and_exif(tmp_path, monkeypatch, decoder):
     """Every decoder gives cv2.imread's pixels: libspng (8-bit RGB / RGBA PNGs, the test extra
@@ -124,13 +131,20 @@ def test_read_image_matches_opencv_for_16bit_gray_rgba_and_exif(tmp_path, monkey
              "gray16.png": ramp, "rgb.png": noise(48, 64, 3)}
     for name, array in files.items():
         cv2.imwrite(str(tmp_path / name), array)
+    # An RGB file with a gamma, a transparent colour and significant bits: no decoder may
+    # apply them (OpenCV does not).
+    data = (tmp_path / "rgb.png").read_bytes()
+    extra = b"".join(png_chunk(kind, payload) for kind, payload in (
+        (b"gAMA", (220000).to_bytes(4, "big")), (b"tRNS", bytes(6)), (b"sBIT", bytes([5, 6, 5]))))
+    (tmp_path / "rgb_chunks.png").write_bytes(data[:33] + extra + data[33:])  # after IHDR
+    for name in [*files, "rgb_chunks.png"]:
         expected = cv2.imread(str(tmp_path / name))  # official: cv2.imread, BGR
         for fmt, want in (("BGR", expected), ("RGB", expected[..., ::-1])):
             got = read_image(tmp_path / name, format=fmt, strict=strict)
             np.testing.assert_array_equal(got, want, f"{name} {fmt}")
 
-    # libspng read the 8-bit RGB and RGBA files, twice each (BGR, RGB)
-    assert len(spng_reads) == (4 if decoder == "spng" else 0)
+    # libspng read the three 8-bit RGB and RGBA files, twice each (BGR, RGB)
+    assert len(spng_reads) == (6 if decoder == "spng" else 0)
 
     exif = Image.Exif()
     exif[0x0112] = 6  # rotated 90 degrees: width and height swap
