@@ -236,12 +236,15 @@ def test_image_cache_decodes_each_file_once_and_changes_nothing(tmp_path):
     assert sorted(reads[id(cached)]) == sorted(d["file_name"] for d in dicts)
 
 
-def test_mosaic_partners_are_read_only_when_the_output_shows_them(tmp_path):
-    """Partners whose size the dict gives are read when the perspective's window reaches
-    them: fewer reads, the same samples as reading every tile (dicts without a size)."""
-    dicts = write_dataset(tmp_path, shape="disk")
+@pytest.mark.parametrize("shape", ["disk", "box"])
+def test_partners_are_read_only_when_their_pixels_are_used(tmp_path, shape):
+    """Mosaic partners whose size the dict gives are read when the perspective's window
+    reaches them, paste-in sources when one of their objects is cut out (never, for
+    box-only annotations): fewer reads, the same samples as reading every image (dicts
+    without a size)."""
+    dicts = write_dataset(tmp_path, shape=shape)
     unsized = [{k: v for k, v in d.items() if k not in ("width", "height")} for d in dicts]
-    cfg = make_cfg("INPUT.YOLOV7.MOSAIC9_PROB", "0.5",
+    cfg = make_cfg("INPUT.YOLOV7.MOSAIC9_PROB", "0.5", "INPUT.YOLOV7.PASTE_IN_PROB", "0.5",
                    "INPUT.YOLOV7.CACHE_IMAGES_MEMORY_FRACTION", "0.0")
     lazy = YOLOv7MosaicMapper(cfg, is_train=True, dataset_dicts=dicts)
     eager = YOLOv7MosaicMapper(cfg, is_train=True, dataset_dicts=unsized)
@@ -260,6 +263,10 @@ def test_mosaic_partners_are_read_only_when_the_output_shows_them(tmp_path):
         assert a["instances"].gt_classes.tolist() == b["instances"].gt_classes.tolist()
     assert lazy.stats == eager.stats
     assert reads[id(lazy)] < 0.9 * reads[id(eager)], reads
+    # paste-in alone: sources are read for the objects cut out of them, none without polygons
+    before = reads[id(lazy)]
+    lazy._paste_in(np.zeros((SIZE, SIZE, 3), np.uint8), A.Targets(), np.random.default_rng(0))
+    assert (reads[id(lazy)] > before) == (shape == "disk")
 
 
 def test_large_jpegs_are_decoded_at_a_fraction_of_their_size(tmp_path):

@@ -143,12 +143,19 @@ def fit_centered(img: np.ndarray, size: int, interpolation: int = cv2.INTER_LINE
 
 # ----------------------------------------------------------------------------- mosaics
 class LazyImage:
-    """An image whose shape is known before its pixels: a mosaic tile that is read only if
-    the output shows it (on average a quarter of the tiles are never seen)."""
+    """An image whose shape is known before its pixels, read when they are first needed: a
+    mosaic tile that the output may not show (a quarter of them never are), a paste-in
+    source whose objects may not be chosen."""
 
     def __init__(self, shape: Tuple[int, int, int], read: Callable[[], np.ndarray]):
         """``read()`` returns the (H, W, C) uint8 array of ``shape``."""
-        self.shape, self.read = tuple(shape), read
+        self.shape, self._read, self._pixels = tuple(shape), read, None
+
+    def read(self) -> np.ndarray:
+        """The pixels (read once)."""
+        if self._pixels is None:
+            self._pixels = self._read()
+        return self._pixels
 
 
 class TiledCanvas:
@@ -503,7 +510,7 @@ class PasteSample:
     mask: np.ndarray
 
 
-def extract_paste_samples(images_targets: Sequence[Tuple[np.ndarray, Targets]],
+def extract_paste_samples(images_targets: Sequence[Tuple[Union[np.ndarray, LazyImage], Targets]],
                           rng: np.random.Generator, fraction: float = 0.5) -> List[PasteSample]:
     """Cut ``round(fraction * n)`` of the n polygon instances of a group of images (chosen
     without replacement; Python rounding, so one instance alone is never cut, as official).
@@ -526,7 +533,8 @@ def extract_paste_samples(images_targets: Sequence[Tuple[np.ndarray, Targets]],
         mask = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
         parts = [np.round(p - (x0, y0)).astype(np.int32) for p in targets.polygons[i]]
         cv2.fillPoly(mask, parts, 255)
-        crop = img[y0:y1, x0:x1] * (mask[:, :, None] > 0)
+        pixels = img.read() if isinstance(img, LazyImage) else img
+        crop = pixels[y0:y1, x0:x1] * (mask[:, :, None] > 0)
         samples.append(PasteSample(int(targets.classes[i]), crop, mask))
     return samples
 

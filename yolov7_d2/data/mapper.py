@@ -418,7 +418,8 @@ class YOLOv7MosaicMapper:
     def _paste_in(self, image: np.ndarray, targets: Targets, rng) -> Targets:
         samples: List[A.PasteSample] = []
         for _ in range(PASTE_MAX_GROUPS):
-            tiles = [self._load(self._partner(rng)) for _ in range(PASTE_GROUP_SIZE)]
+            # Read only where an object of theirs is cut out (none of a box-only dataset).
+            tiles = [self._load(self._partner(rng), lazy=True) for _ in range(PASTE_GROUP_SIZE)]
             samples += A.extract_paste_samples(tiles, rng)
             if len(samples) >= PASTE_MIN_SAMPLES or not samples:
                 break  # official: stop when enough, or when the first group gave nothing
