@@ -254,6 +254,14 @@ def test_channels_first_copies_any_view(h, w, view, reverse, seed):
     np.testing.assert_array_equal(out, expected)
 
 
+def test_channels_first_with_a_split_that_returns_new_arrays(monkeypatch):
+    """An OpenCV binding that returns new planes instead of writing into the given ones."""
+    img = noise(0, 5, 7)
+    monkeypatch.setattr(A.cv2, "split", lambda m, planes: [m[..., i].copy() for i in range(3)])
+    np.testing.assert_array_equal(A.channels_first(img, reverse=True),
+                                  img.transpose(2, 0, 1)[::-1])
+
+
 # ----------------------------------------------------------------------------- resize and pad
 @PROPERTIES
 @example(  # found by this test: detectron2's ResizeShortestEdge made this image 0 px wide, and

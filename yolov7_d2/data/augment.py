@@ -634,5 +634,8 @@ def channels_first(img: np.ndarray, reverse: bool = False) -> np.ndarray:
     faster than numpy's strided copy of ``img.transpose(2, 0, 1)``."""
     img = np.ascontiguousarray(img)
     out = np.empty((img.shape[2], *img.shape[:2]), dtype=img.dtype)
-    cv2.split(img, list(out[::-1] if reverse else out))
+    planes = list(out[::-1] if reverse else out)
+    for given, written in zip(planes, cv2.split(img, planes)):
+        if written.ctypes.data != given.ctypes.data:  # a binding that made new arrays
+            given[...] = written
     return out
