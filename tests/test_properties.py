@@ -262,6 +262,28 @@ def test_channels_first_with_a_split_that_returns_new_arrays(monkeypatch):
                                   img.transpose(2, 0, 1)[::-1])
 
 
+@PROPERTIES
+@given(gains=st.tuples(*[st.floats(0.0, 0.9)] * 3), seed=st.integers(0, 2**16))
+def test_hsv_gains_change_the_image_in_place_as_the_official_lookup(gains, seed):
+    """augment_hsv: the image itself becomes that of the official steps (HSV, a table per
+    channel, back), for the gains drawn; an RGB image with ``rgb`` gives the same pixels.
+    Gains of 1 leave the image as it is (the round trip through HSV would not)."""
+    bgr = noise(seed, 9, 11)
+    factors = np.random.default_rng(seed).uniform(-1, 1, 3) * gains + 1
+    levels = np.arange(256)
+    tables = [np.mod(levels * factors[0], 180), np.clip(levels * factors[1], 0, 255),
+              np.clip(levels * factors[2], 0, 255)]
+    h, s, v = cv2.split(cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV))
+    hsv = cv2.merge([cv2.LUT(c, t.astype(np.uint8)) for c, t in zip((h, s, v), tables)])
+    expected = bgr if (factors == 1).all() else cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+    image = bgr.copy()
+    assert A.augment_hsv(image, gains, np.random.default_rng(seed), rgb=False) is image
+    np.testing.assert_array_equal(image, expected)
+    rgb = np.ascontiguousarray(bgr[..., ::-1])
+    A.augment_hsv(rgb, gains, np.random.default_rng(seed), rgb=True)
+    np.testing.assert_array_equal(rgb, expected[..., ::-1])
+
+
 # ----------------------------------------------------------------------------- resize and pad
 @PROPERTIES
 @example(  # found by this test: detectron2's ResizeShortestEdge made this image 0 px wide, and
