@@ -40,7 +40,8 @@ _HIGH_DEPTH_GRAY = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 #: (first bytes, last bytes) of a complete file that OpenCV decodes: JPEG from its
 #: start-of-image to its end-of-image marker, PNG from its signature to its IEND chunk. A
 #: truncated file does not end so and goes to PIL, which names what is wrong.
-_COMPLETE_FILES = ((b"\xff\xd8", b"\xff\xd9"), (b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"))
+_JPEG_START, _PNG_START = b"\xff\xd8", b"\x89PNG\r\n\x1a\n"
+_COMPLETE_FILES = ((_JPEG_START, b"\xff\xd9"), (_PNG_START, b"IEND\xaeB`\x82"))
 
 
 #: cv2.imdecode flags of a JPEG decoded at 1 / factor of its size, by factor.
@@ -69,15 +70,11 @@ def _to_8bit(image: Image.Image) -> Image.Image:
 def _decode_fast(data: bytes, format: str, jpeg_factor: int = 1) -> Optional[np.ndarray]:
     """(H, W, 3) uint8 in ``format`` as ``cv2.imdecode`` gives it (decoded by libspng or
     OpenCV), or None where PIL should decode: another format than BGR / RGB, a file that is
-    not a complete JPEG or PNG, or one that neither can decode. A JPEG is decoded at
-    1 / ``jpeg_factor`` of its size (1, 2, 4 or 8)."""
+    not a complete JPEG or PNG, or one that neither can decode. ``jpeg_factor`` 2, 4 or 8
+    (``data`` must then be a JPEG): decoded at that fraction of its size."""
     if format not in ("BGR", "RGB") or not any(
             data.startswith(head) and data.endswith(tail) for head, tail in _COMPLETE_FILES):
         return None
-    if jpeg_factor > 1 and data.startswith(_COMPLETE_FILES[0][0]):
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED_JPEG_FLAGS[jpeg_factor])
-        return image if image is None or format == "BGR" else cv2.cvtColor(image,
-                                                                           cv2.COLOR_BGR2RGB)
     if _spng_decodes_as_opencv(data):
         try:
             image = pyspng.load(data)  # RGB or RGBA
@@ -89,7 +86,8 @@ def _decode_fast(data: bytes, format: str, jpeg_factor: int = 1) -> Optional[np.
             code = {(3, "BGR"): cv2.COLOR_RGB2BGR, (4, "BGR"): cv2.COLOR_RGBA2BGR,
                     (4, "RGB"): cv2.COLOR_RGBA2RGB}[image.shape[2], format]
             return cv2.cvtColor(image, code)  # OpenCV's IMREAD_COLOR drops the alpha too
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    flag = _REDUCED_JPEG_FLAGS[jpeg_factor] if jpeg_factor > 1 else cv2.IMREAD_COLOR
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     if image is None or format == "BGR":
         return image
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -101,7 +99,7 @@ def _spng_decodes_as_opencv(data: bytes) -> bool:
     chunk (whose orientation OpenCV applies): what libspng decodes to OpenCV's pixels. EXIF is
     looked for before the first and after the last image data chunk, not through the image
     data (a quarter of a millisecond for a 0.5 MB file)."""
-    if not (pyspng is not None and data.startswith(_COMPLETE_FILES[1][0]) and len(data) > 25
+    if not (pyspng is not None and data.startswith(_PNG_START) and len(data) > 25
             and data[24] == 8 and data[25] in (2, 6)):
         return False
     first, last = data.find(b"IDAT"), data.rfind(b"IDAT")
@@ -150,12 +148,11 @@ def _read_file(file_name: str, format: str, strict: bool,
     try:
         with PathManager.open(file_name, "rb") as f:
             data = f.read()
-        if not strict and jpeg_factor > 1 and data.startswith(_COMPLETE_FILES[0][0]):
-            image = _decode_fast(data, format, jpeg_factor)
-            if image is not None:
-                return image, jpeg_factor
-        image = None if strict else _decode_fast(data, format)
-        return (_decode_with_pil(data, format) if image is None else image), 1
+        factor = jpeg_factor if data.startswith(_JPEG_START) else 1
+        image = None if strict else _decode_fast(data, format, factor)
+        if image is None:  # PIL decodes whole images
+            return _decode_with_pil(data, format), 1
+        return image, factor
     except Exception as e:  # OSError, PIL.UnidentifiedImageError, SyntaxError (bad PNG), ...
         raise ImageLoadError(file_name, f"{type(e).__name__}: {e}") from e
 
