@@ -169,3 +169,23 @@ def test_default_setup_runs(tmp_path):
     assert "DEFAULT_SETUP_OK" in proc.stdout
     log = (tmp_path / "log.txt").read_text()
     assert "Environment info" in log
+
+
+def test_import_prints_no_third_party_jit_deprecation():
+    """Importing yolov7_d2 (so every command) shows no warning about fvcore's / detectron2's
+    import-time ``torch.jit.script`` calls, and leaves no filter behind that would hide the
+    warning from the user's own code."""
+    code = textwrap.dedent(
+        """
+        import warnings
+        warnings.simplefilter("always")
+        import yolov7_d2, detectron2.modeling, fvcore.nn
+        print("FILTERS", sum("is deprecated" in str(f[1]) for f in warnings.filters))
+        """
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "jit.script" not in proc.stderr, proc.stderr
+    assert "FILTERS 0" in proc.stdout, proc.stdout

@@ -21,13 +21,9 @@ import os
 import shutil
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-# detectron2 0.6 decorates a few functions with @torch.jit.script at import time.
-warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated")
-
 import yolov7_d2  # noqa: E402,F401  (applies the detectron2 compatibility shims)
 from yolov7_d2.data.datasets import deepforest as df  # noqa: E402
 from yolov7_d2.data.datasets import labelme as lm  # noqa: E402

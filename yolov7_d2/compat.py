@@ -26,6 +26,10 @@ detectron2's submodules) bridges these gaps, each only when it is present:
    ``build_detection_train_loader`` logs, in ``load_voc_instances`` (``np.str``), and in the
    semantic-segmentation and Pascal VOC evaluators.  The missing ones that the installed
    detectron2's source uses are set to the builtins they always were.
+4. **torch deprecates ``torch.jit.script``** (a ``FutureWarning``), which fvcore's focal loss
+   and detectron2's ``modeling/box_regression.py`` call at import time: every command printed
+   two warnings about code that is not its own before its output.  Those modules are imported
+   once with that warning silenced; the scripted functions are unchanged.
 
 What the Python-only install cannot do is listed in :data:`UNAVAILABLE_WITHOUT_D2_C`; none of
 it is on a YOLO detector's path.  With that install, evaluate COCO with
@@ -94,6 +98,8 @@ _NUMPY_ALIAS_USERS = (
     "utils/video_visualizer.py",
 )
 _PIL_LINEAR_USERS = ("data/transforms/transform.py",)
+# Modules that call torch.jit.script at import time.
+_JIT_SCRIPT_AT_IMPORT = ("fvcore.nn.focal_loss", "detectron2.modeling.box_regression")
 
 
 def apply() -> list[str]:
@@ -114,6 +120,7 @@ def apply() -> list[str]:
         _patch_pil_linear(d2_dir)
         _patch_numpy_aliases(d2_dir)
         _install_c_placeholder_if_needed()
+        _import_quietly_jit_scripting_modules()
         _done = True
         return list(APPLIED)
 
@@ -174,6 +181,18 @@ def _patch_numpy_aliases(d2_dir: str) -> None:
         if not _numpy_has(np, name):
             setattr(np, name, _NUMPY_ALIASES[name])
             APPLIED.append(f"numpy.{name} = {_NUMPY_ALIASES[name].__name__}")
+
+
+def _import_quietly_jit_scripting_modules() -> None:
+    """Import the modules of ``_JIT_SCRIPT_AT_IMPORT`` (after the ``_C`` placeholder, which
+    detectron2.layers needs) without torch's deprecation warning for their
+    ``torch.jit.script`` calls; any other warning still shows."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated",
+                                category=FutureWarning)
+        for name in _JIT_SCRIPT_AT_IMPORT:
+            if name not in sys.modules and importlib.util.find_spec(name.split(".")[0]):
+                importlib.import_module(name)
 
 
 def _install_c_placeholder_if_needed() -> None:
