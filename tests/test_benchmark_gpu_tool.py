@@ -95,3 +95,14 @@ def test_sync_count_on_cuda():
     x = torch.arange(10, device=device)
     assert tool.count_syncs(lambda: x + 1, device) == 0
     assert tool.count_syncs(lambda: (x.nonzero(), x.sum().item()), device) == 2
+
+
+def test_official_code_that_cannot_be_imported_leaves_our_columns(capsys, tmp_path):
+    tool = load_script("tools/benchmark_gpu.py")
+    assert tool.main(["--device", "cpu", "--parts", "fps", "--official", str(tmp_path),
+                      "--models", "yolov7-tiny", "--batches", "1", "--size", "64",
+                      "--calls", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "official: cannot be imported (ModuleNotFoundError" in out
+    (row,) = table(out, "yolov7-tiny")
+    assert row[1] == "" and row[2].endswith("FPS") and row[3].endswith("FPS")

@@ -268,9 +268,15 @@ def main(argv=None) -> int:
         parser.error("no CUDA device here: run on a machine with a GPU, or --device cpu to "
                      "check the tool")
     torch.backends.cudnn.benchmark = True
-    off = cpu_bench.official_modules(args.official)
     print(header(device))
-    print("official: " + ("not found (ours only)" if off is None else str(off.cfg.parents[1])))
+    try:
+        off = cpu_bench.official_modules(args.official)
+    except ImportError as e:  # installed, but a module it needs is missing
+        off = None
+        print(f"official: cannot be imported ({type(e).__name__}: {e}): ours only")
+    else:
+        print("official: " + ("not found (ours only)" if off is None
+                              else str(off.cfg.parents[1])))
     if "fps" in args.parts:
         print("\n| model, batch, input | official fused .half() | ours, autocast float16 "
               "(predictor) | ours, .half() | paper, V100 |\n|---|---|---|---|---|")
