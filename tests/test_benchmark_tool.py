@@ -1,6 +1,7 @@
 """tools/benchmark.py prints its table with the official column (sas-yolov7) and the ratios.
 Small inputs: this checks the harness, not speed (speed is never asserted in tests)."""
 import mmap
+import sys
 import time
 
 import numpy as np
@@ -124,3 +125,43 @@ def test_official_matching_memory_estimate_is_quadratic_in_the_boxes():
     assert 0.01 < estimates[0] < estimates[1]
     assert 6 < estimates[1] / estimates[0] < 12
     assert tool.available_gb() > 0
+
+
+@pytest.mark.usefixtures("deepforest_prepared")
+def test_data_rows_give_both_sides_the_training_size_not_the_model_rows_size(monkeypatch):
+    """--size is the forward / loss / train rows' input; the data rows compare pipelines at
+    our config's training size (640), official and ours alike (a 64-px official pipeline
+    against our 640-px one once made the official look 9x faster)."""
+    tool = load_script("tools/benchmark.py")
+    off = tool.official_modules("auto")
+    sizes = []
+
+    class Recording(off.datasets.LoadImagesAndLabels):
+        def __init__(self, path, img_size=640, *args, **kwargs):
+            sizes.append(img_size)
+            super().__init__(path, img_size, *args, **kwargs)
+
+    monkeypatch.setattr(off.datasets, "LoadImagesAndLabels", Recording)
+    monkeypatch.setattr(tool, "SIZE", 64)
+    rows = tool.data_rows(off, repeats=1, samples=1)
+    assert sizes == [640] * 5 and len(rows) == 5
+    assert all(official > 0 and ours > 0 for _, official, ours, _ in rows)
+
+
+def test_official_checkout_that_cannot_be_imported_names_the_missing_module(
+        tmp_path, monkeypatch, capsys):
+    tool = load_script("tools/benchmark.py")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "yolo.py").write_text("import a_requirement_not_installed_xyz\n")
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the checkout is put on it
+    try:
+        assert tool.main(["--official", str(tmp_path), "--rows", "forward"]) == 1
+    finally:
+        for name in [m for m in sys.modules if m == "models" or m.startswith("models.")]:
+            del sys.modules[name]
+    err = capsys.readouterr().err
+    assert f"the official code ({tmp_path}) cannot be imported" in err
+    assert "a_requirement_not_installed_xyz" in err
+    assert f"pip install -r {tmp_path / 'requirements.txt'}" in err
+    assert tool.main(["--official", str(tmp_path / "elsewhere"), "--rows", "forward"]) == 1
+    assert "is not a checkout of the official yolov7 repository" in capsys.readouterr().err

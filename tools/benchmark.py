@@ -90,12 +90,17 @@ LOSS_DENSITIES = ((10, 8), (30, 8), (100, 8), (300, 8), (1000, 2), (3000, 2))
 
 def official_modules(location: str):
     """The official ``models.yolo``, ``utils.general``, ``utils.loss``, ``utils.datasets``
-    and the directory of its cfg / hyp files, or None."""
+    and the directory of its cfg / hyp files, or None ("none", or "auto" without sas-yolov7).
+    Raises ImportError, naming the code and what is missing, where it cannot be imported."""
     if location == "none":
         return None
     if location != "auto":
-        sys.path.insert(0, str(Path(location).expanduser().resolve()))
-        prefix, base = "", Path(location).expanduser().resolve()
+        base = Path(location).expanduser().resolve()
+        if not (base / "models" / "yolo.py").is_file():
+            raise ImportError(f"{base} is not a checkout of the official yolov7 repository "
+                              "(it has no models/yolo.py)")
+        sys.path.insert(0, str(base))
+        prefix = ""
     else:
         try:
             import sas_yolov7
@@ -103,7 +108,13 @@ def official_modules(location: str):
             return None
         prefix, base = "sas_yolov7.", Path(sas_yolov7.__file__).resolve().parent
     names = ("models.yolo", "utils.general", "utils.loss", "utils.datasets")
-    modules = {n.split(".")[1]: importlib.import_module(prefix + n) for n in names}
+    try:
+        modules = {n.split(".")[1]: importlib.import_module(prefix + n) for n in names}
+    except ImportError as e:
+        fix = ("install what it imports" if prefix
+               else f"pip install -r {base / 'requirements.txt'}")
+        raise ImportError(f"the official code ({base}) cannot be imported: {e}; {fix}, or "
+                          "pass --official none") from e
     if prefix:
         # sas-yolov7 took tqdm out of LoadImagesAndLabels.cache_labels but still sets the
         # progress bar's text on the plain zip it iterates: give it a zip that takes one.
@@ -561,8 +572,10 @@ def data_rows(off, repeats, samples: int = 40):
             mapper = YOLOv7MosaicMapper(cfg, is_train=True, dataset_dicts=dicts)
             official = None
             if off is not None:
-                dataset = off.datasets.LoadImagesAndLabels(str(data / "images"), SIZE, 8,
-                                                           augment=True, hyp=hyp, stride=32)
+                # Our config's training size (640), whatever --size gives the model rows.
+                dataset = off.datasets.LoadImagesAndLabels(
+                    str(data / "images"), mapper.image_size, 8, augment=True, hyp=hyp,
+                    stride=32)
                 # What its cache_images=True does (sas-yolov7's own progress bar breaks it).
                 if cache:
                     n = len(dataset)
@@ -626,7 +639,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     SIZE = args.size
     torch.set_num_threads(args.threads)
-    off = official_modules(args.official)
+    try:
+        off = official_modules(args.official)
+    except ImportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     builders = {"forward": forward_rows, "e2e": e2e_rows, "onnx": onnx_rows,
                 "loss": loss_rows, "train": train_rows, "data": data_rows}
     print(machine_header(args.threads))

@@ -273,7 +273,7 @@ def main(argv=None) -> int:
         off = cpu_bench.official_modules(args.official)
     except ImportError as e:  # installed, but a module it needs is missing
         off = None
-        print(f"official: cannot be imported ({type(e).__name__}: {e}): ours only")
+        print(f"official: {e}; ours only")
     else:
         print("official: " + ("not found (ours only)" if off is None
                               else str(off.cfg.parents[1])))
