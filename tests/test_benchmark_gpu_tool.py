@@ -43,15 +43,18 @@ def test_fps_and_loss_tables_on_the_cpu(capsys):
 @pytest.mark.usefixtures("deepforest_prepared")
 def test_amp_training_run_table_on_the_cpu(capsys, tmp_path):
     tool = load_script("tools/benchmark_gpu.py")
+    config = tmp_path / "amp-off.yaml"  # the run turns AMP on whatever the config says
+    config.write_text(f"_BASE_: {tool.TRAIN_CONFIG}\nSOLVER:\n  AMP:\n    ENABLED: False\n")
+    output = tmp_path / "run"
     assert tool.main(["--device", "cpu", "--parts", "train", "--official", "none",
-                      "--train-minutes", "0", "--output-dir", str(tmp_path),
-                      "--train-opts", *FAST_TRAIN_OPTS]) == 0
+                      "--train-config", str(config), "--train-minutes", "0",
+                      "--output-dir", str(output), "--train-opts", *FAST_TRAIN_OPTS]) == 0
     (row,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 3 |")]
     iterations, seconds, loss, memory, ap, ap50 = [c.strip() for c in row.split("|")[1:-1]]
     assert float(seconds) > 0 and float(loss) > 0 and float(ap50) >= float(ap) >= 0
     assert memory == ""  # logged on CUDA only
-    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
-    assert config["SOLVER"]["AMP"]["ENABLED"] is True and config["MODEL"]["DEVICE"] == "cpu"
+    used = yaml.safe_load((output / "config.yaml").read_text())
+    assert used["SOLVER"]["AMP"]["ENABLED"] is True and used["MODEL"]["DEVICE"] == "cpu"
 
 
 def test_training_run_failure_shows_the_end_of_its_log(tmp_path):
