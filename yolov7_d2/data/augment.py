@@ -158,6 +158,11 @@ class LazyImage:
         return self._pixels
 
 
+def _pixels_of(img: Union[np.ndarray, LazyImage]) -> np.ndarray:
+    """The array of an image that may be a :class:`LazyImage` (read then)."""
+    return img.read() if isinstance(img, LazyImage) else img
+
+
 class TiledCanvas:
     """A grey ``height`` x ``width`` canvas with images placed on it, drawn on demand.
 
@@ -191,9 +196,8 @@ class TiledCanvas:
             left, top = max(ox, x0, 0), max(oy, y0, 0)
             right, bottom = min(ox + w, x1), min(oy + h, y1)
             if right > left and bottom > top:
-                pixels = img.read() if isinstance(img, LazyImage) else img
-                canvas[top:bottom, left:right] = pixels[top - oy:bottom - oy,
-                                                        left - ox:right - ox]
+                canvas[top:bottom, left:right] = _pixels_of(img)[top - oy:bottom - oy,
+                                                                left - ox:right - ox]
         return canvas
 
 
@@ -295,21 +299,22 @@ def _resampled_xy(parts: Sequence[np.ndarray], n: int) -> Tuple[np.ndarray, np.n
     return x.reshape(count, n), y.reshape(count, n)
 
 
-def _apply_matrix(xy: np.ndarray, matrix: np.ndarray, projective: bool) -> np.ndarray:
-    out = xy @ matrix[:2, :2].T + matrix[:2, 2]
+def _apply_matrix(x: np.ndarray, y: np.ndarray, matrix: np.ndarray,
+                  projective: bool) -> Tuple[np.ndarray, np.ndarray]:
+    """The points (x, y) (arrays of one shape) moved by ``matrix`` (3, 3): new x and y."""
+    wx, wy = (matrix[i, 0] * x + matrix[i, 1] * y + matrix[i, 2] for i in (0, 1))
     if projective:
-        w = xy @ matrix[2, :2] + matrix[2, 2]
-        out = out / w[:, None]
-    return out
+        w = matrix[2, 0] * x + matrix[2, 1] * y + matrix[2, 2]
+        wx, wy = wx / w, wy / w
+    return wx, wy
 
 
 def _warp_boxes(boxes: np.ndarray, matrix: np.ndarray, projective: bool) -> np.ndarray:
     """Each box's 4 corners warped; the enclosing axis-aligned box."""
     if not len(boxes):
         return boxes.copy()
-    corners = boxes[:, [0, 1, 2, 1, 2, 3, 0, 3]].reshape(-1, 2)
-    xy = _apply_matrix(corners, matrix, projective).reshape(-1, 4, 2)
-    return np.concatenate([xy.min(1), xy.max(1)], axis=1)
+    x, y = _apply_matrix(boxes[:, [0, 2, 2, 0]], boxes[:, [1, 1, 3, 3]], matrix, projective)
+    return np.stack([x.min(1), y.min(1), x.max(1), y.max(1)], axis=1)
 
 
 def _warp_polygon_boxes(polygons: Sequence[Polygon], matrix: np.ndarray, projective: bool,
@@ -320,11 +325,8 @@ def _warp_polygon_boxes(polygons: Sequence[Polygon], matrix: np.ndarray, project
     parts = [part for polygon in polygons for part in polygon]
     lo, hi = np.empty((len(parts), 2)), np.empty((len(parts), 2))
     for start in range(0, len(parts), chunk):
-        x, y = _resampled_xy(parts[start:start + chunk], POLYGON_POINTS)
-        wx, wy = (matrix[i, 0] * x + matrix[i, 1] * y + matrix[i, 2] for i in (0, 1))
-        if projective:
-            w = matrix[2, 0] * x + matrix[2, 1] * y + matrix[2, 2]
-            wx, wy = wx / w, wy / w
+        wx, wy = _apply_matrix(*_resampled_xy(parts[start:start + chunk], POLYGON_POINTS),
+                               matrix, projective)
         inside = (wx >= 0) & (wy >= 0) & (wx <= width) & (wy <= height)
         rows = slice(start, start + chunk)
         lo[rows, 0], lo[rows, 1] = (np.where(inside, c, np.inf).min(1) for c in (wx, wy))
@@ -533,8 +535,7 @@ def extract_paste_samples(images_targets: Sequence[Tuple[Union[np.ndarray, LazyI
         mask = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
         parts = [np.round(p - (x0, y0)).astype(np.int32) for p in targets.polygons[i]]
         cv2.fillPoly(mask, parts, 255)
-        pixels = img.read() if isinstance(img, LazyImage) else img
-        crop = pixels[y0:y1, x0:x1] * (mask[:, :, None] > 0)
+        crop = _pixels_of(img)[y0:y1, x0:x1] * (mask[:, :, None] > 0)
         samples.append(PasteSample(int(targets.classes[i]), crop, mask))
     return samples
 
