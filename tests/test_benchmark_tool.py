@@ -25,6 +25,27 @@ def test_forward_rows_with_the_official_column(capsys):
     for work, official, ours, ratio in rows:
         assert official.strip().endswith("ms") and ours.strip().endswith("ms")
         assert float(ratio) > 0
+    times = {work.strip(): float(ours.strip(" ms").replace(",", "")) / 1000
+             for work, official, ours, ratio in rows}
+    rates = [line.split("|")[1:-1] for line in out.splitlines()
+             if line.startswith("| arithmetic rate")]
+    assert len(rates) == 3
+    for (work, official, ours, ratio), (name, gflop) in zip(
+            rates, (("yolov7-tiny b1", 13.7), ("yolov7 b1", 104.5), ("yolov7-tiny b8", 109.6))):
+        # the fused models' official GFLOPs at 640 (README) times the batch; at 64: 1/100
+        assert f"{name} ({gflop / 100:.1f} GFLOP)" in work
+        assert official.strip().endswith("GFLOP/s") and ratio.strip().endswith("x the rate")
+        rate = float(ours.strip(" GFLOP/s").replace(",", ""))
+        # the channels_last row's time, printed to the millisecond (checked where that
+        # rounding leaves a bound: yolov7 takes over 2 ms at 64 px on any CPU)
+        seconds = times[f"same, channels_last (the default), {name}"]
+        if seconds >= 0.002:
+            low = 0.99 * gflop / 100 / (seconds + 5e-4)
+            high = 1.01 * gflop / 100 / (seconds - 5e-4)
+            assert low - 0.5 <= rate <= high + 0.5
+    peak = [line.split("|")[1:-1] for line in out.splitlines() if "one convolution" in line]
+    assert len(peak) == 1 and peak[0][1].strip() == ""
+    assert float(peak[0][2].strip(" GFLOP/s").replace(",", "")) > 0
 
 
 def test_without_the_official_code_only_our_column(capsys, monkeypatch):
@@ -50,6 +71,8 @@ def test_table_row_units():
     assert (tool.table_row("w", 10.0, 15.0, "rate")
             == "| w | 10.0/s | 15.0/s | 1.50x the throughput |")
     assert tool.table_row("w", None, 1500.0, "MB") == "| w |  | 1,500 MB |  |"
+    assert (tool.table_row("w", 120.0, 180.0, "GFLOP/s")
+            == "| w | 120 GFLOP/s | 180 GFLOP/s | 1.50x the rate |")
 
 
 def test_peak_memory_sees_an_allocation():

@@ -16,7 +16,9 @@ official column is left empty. Rows (``--rows``):
 
 * forward: fused deploy model at 640 (official ``Model.fuse()``, ours
   ``reparameterize``), yolov7-tiny b1, yolov7 b1, yolov7-tiny b8; ours also with
-  ``MODEL.YOLOV7.CHANNELS_LAST``.
+  ``MODEL.YOLOV7.CHANNELS_LAST``. Then each side's arithmetic rate (the model's GFLOPs in
+  the official count, 2 x multiply-accumulates, over its time) next to the rate of one
+  large convolution alone: how far the forward is from what this CPU's convolutions reach.
 * e2e: 640x480 photos end to end at detect.py's thresholds (0.25, IoU 0.45), one and a
   batch of 8: official letterbox, forward of the fused model, ``non_max_suppression``,
   ``scale_coords``; ours :class:`~yolov7_d2.predictor.YOLOv7Predictor` with its defaults
@@ -71,6 +73,7 @@ import yolov7_d2  # noqa: E402,F401  (compat shims, registrations)
 from yolov7_d2.config import load_config  # noqa: E402
 from yolov7_d2.convert import official_to_yolov7, read_official_checkpoint  # noqa: E402
 from yolov7_d2.modeling import reparameterize  # noqa: E402
+from yolov7_d2.modeling.flops import count_gflops  # noqa: E402
 from yolov7_d2.utils.amp import inference_autocast_dtype  # noqa: E402
 from yolov7_d2.utils.cpu import cpu_model_and_flags  # noqa: E402
 from yolov7_d2.utils.memory import available_memory_bytes  # noqa: E402
@@ -185,6 +188,9 @@ def official_fused(model):
 
 
 def forward_rows(off, repeats):
+    """Each model's forward in NCHW and channels_last, then the arithmetic rate of the
+    official (NCHW) and our channels_last forward; last, the rate of one large convolution
+    alone, as high as this CPU's convolutions go: the headroom the forward rows have."""
     rows = []
     for name, batch in (("yolov7-tiny", 1), ("yolov7", 1), ("yolov7-tiny", 8)):
         pair = Pair(off, name, "MODEL.YOLOV7.CHANNELS_LAST", "False")
@@ -195,6 +201,7 @@ def forward_rows(off, repeats):
                 fused = official_fused(pair.official)
             official = lambda: fused(x)  # noqa: E731
         ours = reparameterize(pair.ours.eval())
+        gflop = count_gflops(ours, SIZE) * batch
         with torch.inference_mode():
             t_off, t_ours = interleaved(official, lambda: ours.forward_raw(x), repeats)
             ours.to(memory_format=torch.channels_last)
@@ -202,7 +209,28 @@ def forward_rows(off, repeats):
             _, t_nhwc = interleaved(None, lambda: ours.forward_raw(x), repeats)
         rows.append((f"forward, fused deploy model, {SIZE}, {name} b{batch}, NCHW", t_off, t_ours))
         rows.append((f"same, channels_last (the default), {name} b{batch}", t_off, t_nhwc))
+        rows.append((f"arithmetic rate of official NCHW and our channels_last, {name} "
+                     f"b{batch} ({gflop:,.1f} GFLOP)", t_off and gflop / t_off,
+                     gflop / t_nhwc, "GFLOP/s"))
+    rows.append((f"one convolution alone, {PEAK_CONV_LABEL}: the rate this CPU's "
+                 "convolutions reach", None, peak_convolution_gflops(repeats), "GFLOP/s"))
     return rows
+
+
+#: The convolution of the peak row: 3x3, 256 -> 256 channels at 80 x 80, batch 1, NHWC, as
+#: the middle of yolov7's backbone (large enough to keep every core's vector units busy).
+PEAK_CONV_LABEL = "3x3, 256 -> 256 channels, 80 x 80, NHWC"
+
+
+def peak_convolution_gflops(repeats: int) -> float:
+    """GFLOP/s (2 x MACs) of the convolution of :data:`PEAK_CONV_LABEL`, float32."""
+    channels, side = 256, 80
+    x = torch.rand(1, channels, side, side).contiguous(memory_format=torch.channels_last)
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1).eval()
+    conv.to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        _, seconds = interleaved(None, lambda: conv(x), max(repeats, 5))
+    return 2 * channels * channels * 9 * side * side / seconds / 1e9
 
 
 def photo_640x480() -> np.ndarray:
@@ -605,18 +633,19 @@ def data_rows(off, repeats, samples: int = 40):
 
 
 def table_row(label: str, official, ours, unit: str) -> str:
-    """A markdown row of seconds ("s"), images per second ("rate") or megabytes ("MB");
-    None: not measured."""
+    """A markdown row of seconds ("s"), images per second ("rate"), arithmetic rate
+    ("GFLOP/s") or megabytes ("MB"); None: not measured."""
     def text(value):
         if value is None:
             return ""
         return {"s": f"{value * 1000:,.0f} ms", "rate": f"{value:.1f}/s",
-                "MB": f"{value:,.0f} MB"}[unit]
+                "GFLOP/s": f"{value:,.0f} GFLOP/s", "MB": f"{value:,.0f} MB"}[unit]
 
     ratio = ""
     if official and ours is not None:
-        ratio = (f"{ours / official:.2f}x the throughput" if unit == "rate"
-                 else f"{ours / official:.2f}")
+        ratio = {"rate": f"{ours / official:.2f}x the throughput",
+                 "GFLOP/s": f"{ours / official:.2f}x the rate"}.get(unit,
+                                                                  f"{ours / official:.2f}")
     return f"| {label} | {text(official)} | {text(ours)} | {ratio} |"
 
 
