@@ -1,6 +1,7 @@
 """tools/benchmark.py prints its table with the official column (sas-yolov7) and the ratios.
 Small inputs: this checks the harness, not speed (speed is never asserted in tests)."""
 import mmap
+import re
 import sys
 import time
 
@@ -113,6 +114,23 @@ def test_polygon_copy_of_the_trees_has_the_boxes_of_the_box_copy(tmp_path):
     dataset = off.datasets.LoadImagesAndLabels(str(tmp_path / "polygon" / "images"), 64, 1)
     assert sum(len(s) for s in dataset.segments) == sum(
         len(d["annotations"]) for d in loaded["polygon"])
+
+
+def test_e2e_rows_time_the_compiled_predictor_apart_from_its_compilation(capsys, monkeypatch):
+    tool = load_script("tools/benchmark.py")
+    monkeypatch.setattr(tool, "E2E_MODELS", ("yolov7-tiny",))
+    assert tool.main(["--rows", "e2e", "--repeats", "1", "--threads", "1"]) == 0
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| end to end") or line.startswith("| same")]
+    native_bf16 = tool.inference_autocast_dtype("cpu") is not None
+    assert len(rows) == (5 if native_bf16 else 3)
+    work, official, ours, ratio = rows[-1]
+    first = re.fullmatch(r"end to end, one 640x480 photo, yolov7-tiny, the default with "
+                         r"TEST\.YOLOV7\.COMPILE \(its first photo: (\d+) s\)", work.strip())
+    assert first is not None
+    # the official time of one photo (the first row's), ours well under the compilation
+    assert official == rows[0][1] and float(ratio) > 0
+    assert float(ours.strip(" ms").replace(",", "")) / 1000 < int(first.group(1)) / 5
 
 
 def test_onnx_rows_without_the_official_code(capsys):

@@ -150,3 +150,28 @@ def test_tools_refuse_wrong_checkpoints_and_write_nothing(tool, bad_checkpoints,
     assert main(["--config-file", TINY, *argv[2:], "--opts", "MODEL.YOLOV7.WIDTH_MULTIPLY",
                  "0.25"]) == 1
     assert "Did you mean MODEL.YOLOV7.WIDTH_MULTIPLE?" in caplog.text
+
+
+def test_compiled_predictor_gives_the_eager_detections(predictor):
+    """TEST.YOLOV7.COMPILE (torch.compile, weights frozen into the graph): the same
+    detections as the eager model of the same weights."""
+    compiled = YOLOv7Predictor(load_config(TINY, FAST + ["TEST.YOLOV7.COMPILE", "True"]))
+    compiled.model.load_state_dict(predictor.model.state_dict())
+    assert all(hasattr(m, "_compiled_call_impl") and m._compiled_call_impl is not None
+               for m in (compiled.model.backbone, compiled.model.head))
+    image = photo("coffee")
+    expected, got = predictor(image), compiled(image)
+    assert len(expected["instances"]) > 0
+    assert_same(expected, got)
+
+
+def test_compile_without_a_cxx_compiler_names_the_fix(monkeypatch):
+    from torch._inductor import cpp_builder, exc
+
+    def no_compiler():
+        raise exc.InvalidCxxCompiler()
+
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", no_compiler)
+    with pytest.raises(RuntimeError, match=r"TEST\.YOLOV7\.COMPILE needs a C\+\+ compiler.*"
+                                           r"TEST\.YOLOV7\.COMPILE False"):
+        YOLOv7Predictor(load_config(TINY, FAST + ["TEST.YOLOV7.COMPILE", "True"]))

@@ -24,7 +24,8 @@ official column is left empty. Rows (``--rows``):
   ``scale_coords``; ours :class:`~yolov7_d2.predictor.YOLOv7Predictor` with its defaults
   (deploy form, NHWC; ``predict_batch`` for 8) in float32 and, on a CPU with native
   bfloat16, also under its default bfloat16 autocast (``TEST.YOLOV7.AMP``; the official code
-  runs float32 on any CPU and float16 on CUDA).
+  runs float32 on any CPU and float16 on CUDA); then one photo through the default
+  predictor compiled (``TEST.YOLOV7.COMPILE``), its first call (the compilation) timed apart.
 * onnx: our raw-head ONNX export (``tools/export_onnx.py``) run by onnxruntime on the
   forward row's inputs, and end to end on the photo through
   :class:`~yolov7_d2.export.onnx_predictor.ONNXPredictor`; needs the ``onnx`` extra.
@@ -85,6 +86,8 @@ from detectron2.utils.events import EventStorage  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = ("forward", "e2e", "onnx", "loss", "train", "data")
 SIZE = 640
+#: The models of the e2e rows.
+E2E_MODELS = ("yolov7-tiny", "yolov7")
 #: The data rows' large photos: the tree tiles enlarged this many times, as JPEGs.
 PHOTO_ENLARGEMENT = 5
 #: (GT boxes per image, batch) of the loss rows; above 300 the dense rows (2 runs each).
@@ -269,32 +272,46 @@ def e2e_rows(off, repeats):
     image = photo_640x480()
     native_bf16 = inference_autocast_dtype("cpu") is not None
     rows = []
-    for name in ("yolov7-tiny", "yolov7"):
+    for name in E2E_MODELS:
         pair = Pair(off, name, "MODEL.YOLOV7.CONF_THRESH_TEST", "0.25",
                     "MODEL.YOLOV7.NMS_THRESH_TEST", "0.45")
         predictors = {}
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "model.pth")
             torch.save({"model": pair.ours.state_dict()}, path)
-            for amp in (False, True) if native_bf16 else (False,):
+            # float32, bfloat16 where native (the default there), the default compiled
+            for amp, compile_ in {(False, False), (native_bf16, False), (native_bf16, True)}:
                 cfg = pair.cfg.clone()
                 cfg.MODEL.WEIGHTS, cfg.TEST.YOLOV7.AMP = path, amp
-                predictors[amp] = YOLOv7Predictor(cfg)
+                cfg.TEST.YOLOV7.COMPILE = compile_
+                predictors[amp, compile_] = YOLOv7Predictor(cfg)
         detect = None
         if pair.official is not None:
             with torch.no_grad():
                 detect = official_detect(off, official_fused(pair.official))
         for batch in (1, 8):
             images = [image] * batch
-            t_off, t_ours = interleaved(detect and (lambda: detect(images)),
-                                        lambda: predictors[False].predict_batch(images), repeats)
+            t_off, t_ours = interleaved(
+                detect and (lambda: detect(images)),
+                lambda: predictors[False, False].predict_batch(images), repeats)
             label = f"end to end, 640x480 photos, detect.py thresholds, {name} b{batch}"
             rows.append((label + (", float32" if native_bf16 else ""), t_off, t_ours))
+            if batch == 1:
+                t_off_photo = t_off
             if native_bf16:
-                _, t_bf16 = interleaved(None, lambda: predictors[True].predict_batch(images),
-                                        repeats)
+                _, t_bf16 = interleaved(
+                    None, lambda: predictors[True, False].predict_batch(images), repeats)
                 rows.append((f"same, bfloat16 autocast (the default on this CPU), {name} "
                              f"b{batch}", t_off, t_bf16))
+        # One photo through the compiled predictor, after its compilation (timed apart).
+        compiled = predictors[native_bf16, True]
+        start = time.perf_counter()
+        compiled.predict_batch([image])
+        compile_seconds = time.perf_counter() - start
+        _, t_compiled = interleaved(None, lambda: compiled.predict_batch([image]), repeats)
+        rows.append((f"end to end, one 640x480 photo, {name}, the default with "
+                     f"TEST.YOLOV7.COMPILE (its first photo: {compile_seconds:.0f} s)",
+                     t_off_photo, t_compiled))
     return rows
 
 
