@@ -189,8 +189,8 @@ def add_yolov7_config(cfg: CN) -> None:
     cfg.TEST.YOLOV7.AMP = True
     # YOLOv7Predictor (demo.py) runs backbone and head through torch.compile, weights frozen
     # into the graph. Each new input size compiles first (25-55 s on 2 cores), then a photo
-    # takes 0.86-0.92x the eager time with yolov7-tiny, 0.97x with yolov7: for a long video
-    # or many images of one size. On the CPU it needs a C++ compiler (g++).
+    # takes 0.86-0.99x the eager time (README): for a long video or many images of one size.
+    # On the CPU it needs a C++ compiler (g++).
     cfg.TEST.YOLOV7.COMPILE = False
     # Write results csv, PR / F1 curves, confusion matrix and prediction images into OUTPUT_DIR.
     cfg.TEST.YOLOV7.ARTIFACTS = True

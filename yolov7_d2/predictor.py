@@ -84,10 +84,10 @@ def compile_for_inference(model: torch.nn.Module) -> None:
     model whose weights no longer change, as the predictor's. Outputs equal the eager ones.
 
     Each new input size compiles first (``dynamic=False``: a graph per size; 25-55 s for
-    yolov7-tiny or yolov7 on 2 cores). Then a 640x480 photo end to end took 0.86-0.89x the
-    eager time with yolov7-tiny in float32 on AVX2 and 0.87-0.92x in bfloat16 on AVX512,
-    and 0.97x with yolov7 in either (2 cores). RuntimeError naming the fix where the CPU has
-    no C++ compiler.
+    yolov7-tiny or yolov7 on 2 cores). Then a 640x480 photo end to end took 0.86-0.99x the
+    eager time with yolov7-tiny and 0.93-0.98x with yolov7 in float32 on AVX2, 0.89-0.93x
+    and 0.93-0.94x in bfloat16 on AVX512 (2 cores; README, "Speed against the official
+    code"). RuntimeError naming the fix where the CPU has no C++ compiler.
     """
     if model.device.type == "cpu":
         from torch._inductor import cpp_builder, exc
