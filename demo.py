@@ -65,7 +65,9 @@ def get_parser() -> argparse.ArgumentParser:
     )
     source.add_argument(
         "--video-input", metavar="FILE",
-        help="a video file (read with cv2.VideoCapture); every frame is detected.",
+        help="a video file (read with cv2.VideoCapture); every frame is detected. For a long "
+             "video, --opts TEST.YOLOV7.COMPILE True compiles the model (torch.compile) once "
+             "for its frame size: 25-55 s first, then each frame 0.86-0.99x the time.",
     )
     parser.add_argument(
         "--output", metavar="PATH",
