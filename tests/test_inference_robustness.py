@@ -16,6 +16,7 @@ from yolov7_d2.predictor import YOLOv7Predictor
 
 from detectron2.modeling import build_model
 
+from log_records import records_of
 from photos import photo
 from scripts import load_script
 
@@ -155,7 +156,9 @@ def test_tools_refuse_wrong_checkpoints_and_write_nothing(tool, bad_checkpoints,
 def test_compiled_predictor_gives_the_eager_detections(predictor):
     """TEST.YOLOV7.COMPILE (torch.compile, weights frozen into the graph): the same
     detections as the eager model of the same weights."""
-    compiled = YOLOv7Predictor(load_config(TINY, FAST + ["TEST.YOLOV7.COMPILE", "True"]))
+    with records_of("yolov7_d2.predictor") as log:
+        compiled = YOLOv7Predictor(load_config(TINY, FAST + ["TEST.YOLOV7.COMPILE", "True"]))
+    assert any("compiles on its first input of each size" in m for m in log.messages())
     compiled.model.load_state_dict(predictor.model.state_dict())
     assert all(hasattr(m, "_compiled_call_impl") and m._compiled_call_impl is not None
                for m in (compiled.model.backbone, compiled.model.head))
