@@ -215,19 +215,23 @@ def forward_rows(off, repeats):
         rows.append((f"arithmetic rate of official NCHW and our channels_last, {name} "
                      f"b{batch} ({gflop:,.1f} GFLOP)", t_off and gflop / t_off,
                      gflop / t_nhwc, "GFLOP/s"))
-    rows.append((f"one convolution alone, {PEAK_CONV_LABEL}: the rate this CPU's "
-                 "convolutions reach", None, peak_convolution_gflops(repeats), "GFLOP/s"))
+    channels, side = PEAK_CONV_CHANNELS, PEAK_CONV_SIDE
+    rows.append((f"one convolution alone, 3x3, {channels} -> {channels} channels, {side} x "
+                 f"{side}, NHWC: the rate this CPU's convolutions reach", None,
+                 peak_convolution_gflops(repeats), "GFLOP/s"))
     return rows
 
 
-#: The convolution of the peak row: 3x3, 256 -> 256 channels at 80 x 80, batch 1, NHWC, as
-#: the middle of yolov7's backbone (large enough to keep every core's vector units busy).
-PEAK_CONV_LABEL = "3x3, 256 -> 256 channels, 80 x 80, NHWC"
+#: The convolution of the peak row: 3x3, this many channels in and out, on a square map of
+#: this side, batch 1, NHWC, as in the middle of yolov7's backbone (large enough to keep
+#: every core's vector units busy).
+PEAK_CONV_CHANNELS, PEAK_CONV_SIDE = 256, 80
 
 
 def peak_convolution_gflops(repeats: int) -> float:
-    """GFLOP/s (2 x MACs) of the convolution of :data:`PEAK_CONV_LABEL`, float32."""
-    channels, side = 256, 80
+    """GFLOP/s (2 x MACs) of the peak row's convolution (:data:`PEAK_CONV_CHANNELS`,
+    :data:`PEAK_CONV_SIDE`), float32."""
+    channels, side = PEAK_CONV_CHANNELS, PEAK_CONV_SIDE
     x = torch.rand(1, channels, side, side).contiguous(memory_format=torch.channels_last)
     conv = torch.nn.Conv2d(channels, channels, 3, padding=1).eval()
     conv.to(memory_format=torch.channels_last)
